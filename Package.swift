@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "imgmap",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "imgmap", targets: ["imgmap"]),
+        .library(name: "ImgMapCore", targets: ["ImgMapCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+    ],
+    targets: [
+        // Linux calls that Swift's Glibc module hides (_GNU_SOURCE): copy_file_range, SEEK_DATA/HOLE, …
+        .target(name: "CSupport", linkerSettings: [.linkedLibrary("dl")]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(
+            name: "ImgMapCore",
+            dependencies: [
+                "CSupport", "CZlib",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(
+            name: "imgmap",
+            dependencies: [
+                "ImgMapCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "ImgMapCoreTests",
+            dependencies: ["ImgMapCore", .product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["Fixtures"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

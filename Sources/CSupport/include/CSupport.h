@@ -1,0 +1,27 @@
+#ifndef IMGMAP_CSUPPORT_H
+#define IMGMAP_CSUPPORT_H
+// Plain-C wrappers over Linux calls that Swift's Glibc module hides (they need _GNU_SOURCE).
+// Each returns what the syscall returns (-1 and errno on failure).
+#include <stdint.h>
+#include <sys/types.h>
+
+/// copy_file_range(2) with explicit offsets; never moves the file offsets.
+int64_t imgmap_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, uint64_t len);
+/// lseek(fd, offset, SEEK_DATA): the next data offset at or after `offset`; -1/ENXIO past the last data.
+int64_t imgmap_seek_data(int fd, int64_t offset);
+/// lseek(fd, offset, SEEK_HOLE): the next hole at or after `offset` (end of file counts as a hole).
+int64_t imgmap_seek_hole(int fd, int64_t offset);
+/// fcntl(fd, F_SETPIPE_SZ, size): returns the new pipe size.
+int imgmap_set_pipe_size(int fd, int size);
+/// fcntl(fd, F_GETPIPE_SZ).
+int imgmap_get_pipe_size(int fd);
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len).
+int imgmap_punch_hole(int fd, int64_t offset, int64_t len);
+/// posix_fadvise(fd, offset, len, POSIX_FADV_SEQUENTIAL).
+int imgmap_fadvise_sequential(int fd, int64_t offset, int64_t len);
+/// BLKGETSIZE64 on a block device: its size in bytes, or -1.
+int64_t imgmap_block_device_size(int fd);
+/// open(path, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode): a fresh file, never through a symlink.
+int imgmap_open_exclusive(const char *path, unsigned int mode);
+
+#endif
