@@ -1,7 +1,67 @@
 import ArgumentParser
 import ImgMapCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @main
 struct IMGMap: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "imgmap", abstract: "Device-mapper tables, offline.")
+    static let configuration = CommandConfiguration(
+        commandName: "imgmap",
+        abstract: "Compose, map and check Linux device-mapper tables over image files, offline and without root.",
+        discussion: """
+            A table is what `dmsetup create` accepts: `<start> <length> <target> <args…>` in 512-byte sectors, \
+            one segment per line (targets: linear, striped, zero, error). Devices in a table are image files: \
+            bind names with --dev NAME=PATH, or write paths directly. Lower (stacked) devices come from \
+            --table NAME=FILE. The result is byte-identical to what the kernel presents as /dev/mapper/NAME.
+
+            EXAMPLES:
+              imgmap compose disk.table -o disk.img
+              imgmap compose raid.table --dev m0=a.img --dev m1=b.img --dev m2=c.img -o - | gzip > raid.img.gz
+              imgmap map vg.table --table pv=pv.table --dev sda=sda.img --json | jq .
+              dmsetup table | imgmap check - --dev 8:16=disk.img
+
+            EXIT STATUS:
+              0 ok · 1 a "no" answer (verify found differences) · 64 usage error · 65 invalid table or data · \
+            66 cannot open an input · 73 cannot create the output · 74 I/O error (including reading an \
+            error target) · 130/143 interrupted (SIGINT/SIGTERM; partial output removed)
+            """,
+        version: "0.1.0",
+        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self]
+    )
+
+    static func main() {
+        // A write to a closed pipe returns EPIPE instead of killing the process; a file over
+        // RLIMIT_FSIZE returns EFBIG instead of SIGXFSZ. Both become clean errors.
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGXFSZ, SIG_IGN)
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withFailure: error)
+        }
+    }
+
+    /// Reports `error` on stderr and exits with its sysexits status.
+    static func exit(withFailure error: Error) -> Never {
+        if let failure = error as? ImgMapFailure {
+            if let io = failure as? IOFailure, io.errno == EPIPE, io.path == "<stdout>" {
+                // The reader went away (`| head`): stop quietly, as a pipeline stage does.
+                Glibc.exit(141)
+            }
+            writeStderr("imgmap: \(failure.description)\n")
+            Glibc.exit(failure.exitStatus.rawValue)
+        }
+        let code = exitCode(for: error)
+        if code == .success || code.rawValue == 0 {
+            let text = fullMessage(for: error)
+            if !text.isEmpty { print(text) }
+            Glibc.exit(0)
+        }
+        writeStderr(fullMessage(for: error) + "\n")
+        // ArgumentParser's validation and parse errors are usage errors.
+        Glibc.exit(code.rawValue == 1 ? ExitStatus.usage.rawValue : code.rawValue)
+    }
 }

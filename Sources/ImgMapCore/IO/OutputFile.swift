@@ -1,0 +1,132 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CSupport
+
+/// Where a command writes its result. A regular file is written as `OUT.tmp-PID-N` beside OUT, created
+/// with O_EXCL|O_NOFOLLOW (never through a planted symlink), and renamed to OUT only by `commit()`;
+/// `discard()` (or a fatal signal) removes it. `-` is standard output; an existing character device,
+/// FIFO or block device is written in place.
+public final class OutputFile {
+    public enum Kind: Sendable {
+        /// A new or replaced regular file, through a temporary beside it.
+        case regularFile
+        /// A pipe, terminal or character device: sequential writes only.
+        case stream
+        /// An existing block device: written in place by offset.
+        case blockDevice
+    }
+
+    public let path: String
+    public let kind: Kind
+    public let file: ImageFile
+    let temporaryPath: String?
+    private var finished = false
+
+    /// Opens OUT for writing. Refuses (before creating anything) an OUT that is one of `inputs`
+    /// (same device and inode), and reports a missing directory or no permission as `cannotCreate` (73).
+    public init(path: String, inputs: [ImageFile]) throws {
+        self.path = path
+        if path == "-" {
+            self.kind = .stream
+            self.file = ImageFile(descriptor: 1, path: "<stdout>", writable: true, owned: false)
+            self.temporaryPath = nil
+            try Self.refuseIfInput(file, path: "standard output", inputs: inputs)
+            return
+        }
+        var st = stat()
+        if stat(path, &st) == 0 {
+            let mode = st.st_mode & S_IFMT
+            if mode == S_IFDIR {
+                throw IOFailure(path: path, operation: "create output", errno: EISDIR, exitStatus: .cannotCreate)
+            }
+            for input in inputs where input.fd >= 0 {
+                if let s = try? input.status(), s.st_dev == st.st_dev, s.st_ino == st.st_ino {
+                    throw PlainFailure("\(path): the output is also an input (\(input.path)); write to another file", .usage)
+                }
+            }
+            if mode == S_IFCHR || mode == S_IFIFO || mode == S_IFBLK {
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw IOFailure(path: path, operation: "open for writing", errno: errno, exitStatus: .cannotCreate) }
+                self.kind = mode == S_IFBLK ? .blockDevice : .stream
+                self.file = ImageFile(descriptor: fd, path: path, writable: true)
+                self.temporaryPath = nil
+                return
+            }
+        }
+        let temp = Self.temporaryName(for: path)
+        TemporaryFiles.register(temp)
+        let fd = imgmap_open_exclusive(temp, 0o666)
+        guard fd >= 0 else {
+            let code = errno
+            TemporaryFiles.unregister(temp)
+            let directory = Self.directory(of: path)
+            let hint = code == ENOENT ? "the directory \(directory) does not exist" : nil
+            throw IOFailure(path: path, operation: "create \(temp)", errno: code, exitStatus: .cannotCreate, hint: hint)
+        }
+        self.kind = .regularFile
+        self.file = ImageFile(descriptor: fd, path: path, writable: true)
+        self.temporaryPath = temp
+    }
+
+    deinit {
+        if !finished { discard() }
+    }
+
+    /// Whether writes must be sequential (no seeking, no holes).
+    public var isStream: Bool { kind == .stream }
+
+    /// Finishes the output: for a regular file, closes it and renames the temporary to OUT.
+    public func commit() throws {
+        guard !finished else { return }
+        finished = true
+        guard let temp = temporaryPath else { return }
+        do {
+            try file.close()
+        } catch {
+            unlink(temp)
+            TemporaryFiles.unregister(temp)
+            throw error
+        }
+        if rename(temp, path) != 0 {
+            let code = errno
+            unlink(temp)
+            TemporaryFiles.unregister(temp)
+            throw IOFailure(path: path, operation: "rename from \(temp)", errno: code, exitStatus: .cannotCreate)
+        }
+        TemporaryFiles.unregister(temp)
+    }
+
+    /// Abandons the output: the temporary file is removed, OUT is left as it was.
+    public func discard() {
+        guard !finished else { return }
+        finished = true
+        if let temp = temporaryPath {
+            unlink(temp)
+            TemporaryFiles.unregister(temp)
+        }
+    }
+
+    static func refuseIfInput(_ out: ImageFile, path: String, inputs: [ImageFile]) throws {
+        guard let st = try? out.status(), (st.st_mode & S_IFMT) == S_IFREG else { return }
+        for input in inputs where input.fd >= 0 {
+            if let s = try? input.status(), s.st_dev == st.st_dev, s.st_ino == st.st_ino {
+                throw PlainFailure("\(path) is the input \(input.path): write to another file", .usage)
+            }
+        }
+    }
+
+    nonisolated(unsafe) private static var counter = 0
+
+    static func temporaryName(for path: String) -> String {
+        counter += 1
+        return "\(path).tmp-\(getpid())-\(counter)"
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+}

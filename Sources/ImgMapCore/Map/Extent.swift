@@ -1,0 +1,48 @@
+/// A run of the mapped device's sectors that all come from one place.
+public struct Extent: Sendable {
+    /// Where the run's bytes come from.
+    public enum Source: Sendable {
+        /// Sectors of an image, from `offset`.
+        case data(LeafFile, offset: Sector)
+        case zero
+        /// Reading gives EIO (an `error` target, or a device area past the end of an image).
+        case error
+    }
+
+    public var start: Sector
+    public var length: Sector
+    public var source: Source
+    /// The table line that made this run (the deepest one: the line naming the image, or the zero or
+    /// error segment).
+    public var origin: Origin
+
+    public var end: Sector { start + length }
+}
+
+/// A table line that produced an extent.
+public struct Origin: Sendable, Equatable {
+    /// The table file as the user named it.
+    public var table: String
+    public var line: Int
+    /// The target type of that line.
+    public var target: String
+    /// The device token of that line (nil for zero and error).
+    public var device: String?
+
+    /// `disk.table:3 linear A`.
+    public var description: String {
+        "\(table):\(line) \(target)" + (device.map { " \($0)" } ?? "")
+    }
+}
+
+extension Extent {
+    /// Whether `next` continues this extent: adjacent, from the same place, with the same origin.
+    func isContinued(by next: Extent) -> Bool {
+        guard end == next.start, origin == next.origin else { return false }
+        switch (source, next.source) {
+        case (.zero, .zero), (.error, .error): return true
+        case (.data(let a, let ao), .data(let b, let bo)): return a === b && ao + length == bo
+        default: return false
+        }
+    }
+}

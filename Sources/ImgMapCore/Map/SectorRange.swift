@@ -1,0 +1,59 @@
+/// A range of sectors `start ..< start + length`, printed as `start length` in errors files.
+public struct SectorRange: Sendable, Equatable, Hashable, CustomStringConvertible {
+    public var start: UInt64
+    public var length: UInt64
+
+    public init(start: UInt64, length: UInt64) {
+        self.start = start
+        self.length = length
+    }
+
+    public var end: UInt64 { start + length }
+    public var description: String { "\(start) \(length)" }
+}
+
+/// Ranges in increasing order, merged when they touch.
+public struct SectorRangeList: Sendable, Equatable {
+    public private(set) var ranges: [SectorRange] = []
+
+    public init() {}
+
+    /// Adds a range that starts at or after the end of the last one.
+    public mutating func append(start: UInt64, length: UInt64) {
+        guard length > 0 else { return }
+        if let last = ranges.last, last.end == start {
+            ranges[ranges.count - 1].length += length
+        } else {
+            ranges.append(SectorRange(start: start, length: length))
+        }
+    }
+
+    public var isEmpty: Bool { ranges.isEmpty }
+
+    /// One `start length` line per range, as the golden vectors and the kernel oracle write them.
+    public var text: String { ranges.map { "\($0.start) \($0.length)\n" }.joined() }
+}
+
+extension SectorMap {
+    /// The ranges that read as EIO, merged.
+    public func errorRanges() -> SectorRangeList {
+        var list = SectorRangeList()
+        forEachExtent { extent in
+            if case .error = extent.source { list.append(start: extent.start.value, length: extent.length.value) }
+        }
+        return list
+    }
+
+    /// The first extent that reads as EIO, if any.
+    public func firstError() -> Extent? {
+        struct Found: Error { let extent: Extent }
+        do {
+            try forEachExtent { extent in
+                if case .error = extent.source { throw Found(extent: extent) }
+            }
+        } catch let found as Found {
+            return found.extent
+        } catch {}
+        return nil
+    }
+}

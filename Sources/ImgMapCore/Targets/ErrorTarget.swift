@@ -1,0 +1,17 @@
+// error [ignored arguments…]
+//
+// Every read and write fails with EIO (dm-target.c, io_err_map). Linux 6.1 ignores any arguments.
+
+public struct ErrorTarget: Target {
+    public static let name = "error"
+
+    public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {}
+
+    public var deviceAreas: [DeviceArea] { [] }
+
+    public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {
+        try body(.error(count: count))
+    }
+
+    public var tableArguments: String { "" }
+}

@@ -1,0 +1,57 @@
+/// A device-mapper target type, like the kernel's `struct target_type`: a constructor that does every
+/// check (`ctr`) and a mapping that is plain arithmetic with no I/O (`map`).
+public protocol Target: Sendable {
+    /// The name tables use, as `DM_MSG_PREFIX`.
+    static var name: String { get }
+
+    /// Validates `arguments` for a segment of `length` sectors, looking devices up through `context`.
+    /// Throws the kernel's phrase for the first check that fails, in the kernel's order.
+    init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError)
+
+    /// The device areas the segment uses, checked against their devices once the whole table is read
+    /// ("too small for target"), as the kernel does when the table is completed.
+    var deviceAreas: [DeviceArea] { get }
+
+    /// Maps `count` sectors from `offset` (relative to the segment start) onto pieces, in order.
+    func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows
+
+    /// The constructor arguments in the kernel's normal form (`dmsetup table`), devices by their token.
+    var tableArguments: String { get }
+}
+
+extension Target {
+    public var name: String { Self.name }
+}
+
+/// A range of a device a target uses.
+public struct DeviceArea: Sendable {
+    public var device: Device
+    /// The device as the table spells it.
+    public var token: String
+    public var start: UInt64
+    public var length: UInt64
+}
+
+/// Where a target sends a piece of its range.
+public enum MappedPiece {
+    /// Sectors `sector ..< sector + count` of `device` (named `token` in the table).
+    case device(Device, token: String, sector: UInt64, count: UInt64)
+    /// Reads as zeros; writes are dropped.
+    case zero(count: UInt64)
+    /// Reads and writes fail with EIO.
+    case error(count: UInt64)
+}
+
+/// What a constructor may ask of the table loader: the device a token names (`dm_get_device`).
+public struct TargetContext {
+    let lookup: (String) throws(TargetError) -> Device
+
+    public init(lookup: @escaping (String) throws(TargetError) -> Device) {
+        self.lookup = lookup
+    }
+
+    /// The device `token` names: a `--dev` binding, a lower table, or a path.
+    public func device(_ token: String) throws(TargetError) -> Device {
+        try lookup(token)
+    }
+}

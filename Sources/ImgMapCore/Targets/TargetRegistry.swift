@@ -1,0 +1,11 @@
+/// The target types imgmap knows, by name (the kernel's `__find_target_type`). Names are
+/// case-sensitive: `Linear` is an unknown target type, as in the kernel.
+public enum TargetRegistry {
+    public static let all: [any Target.Type] = [
+        LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self,
+    ]
+
+    static let byName: [String: any Target.Type] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
+
+    public static func type(named name: String) -> (any Target.Type)? { byName[name] }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import ImgMapCore
+
+extension ErrorPolicy: ExpressibleByArgument {}
+extension ProgressMode: ExpressibleByArgument {}
+
+struct ComposeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compose",
+        abstract: "Write the mapped device to a file or to stdout.",
+        discussion: """
+            A file is written as OUT.tmp-… beside OUT and renamed only when complete; zero extents and holes in \
+            the images stay holes. With `-o -` the bytes stream to stdout, zeros included.
+
+            EXAMPLES:
+              imgmap compose disk.table -o disk.img
+              imgmap compose raid0.table --dev m0=m0.img --dev m1=m1.img -o - | sha256sum
+              imgmap compose bad.table -o out.img --on-error zero --errors bad-sectors.txt
+            """)
+
+    @OptionGroup var tables: TableOptions
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("The output file, or `-` for stdout.", valueName: "OUT"))
+    var output: String
+
+    @Option(help: "What reading an error extent does: fail (exit 74, no output) or zero (zeros, listed in --errors).")
+    var onError: ErrorPolicy = .fail
+
+    @Option(help: ArgumentHelp("Write the error ranges (`start length` in sectors, merged) to FILE.", valueName: "FILE"))
+    var errors: String?
+
+    @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
+    var progress: ProgressMode = .auto
+
+    func run() throws {
+        let loaded = try tables.load()
+        let map = SectorMap(top: loaded.top)
+        let inputs = try inputFiles(loaded, extra: [errors])
+        let out = try OutputFile(path: output, inputs: inputs)
+        let options = Compose.Options(
+            onError: onError, progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
+        do {
+            let report = try Compose(map: map, options: options).run(to: out)
+            if let errors { try writeTextFile(errors, report.errors.text, inputs: inputs) }
+            try out.commit()
+        } catch {
+            out.discard()
+            if let errors, let failure = error as? MappedReadError {
+                try? writeTextFile(errors, map.errorRanges().text, inputs: inputs)
+                throw failure
+            }
+            throw error
+        }
+    }
+}
+
+/// The inputs an output must not overwrite: images and table files.
+func inputFiles(_ loaded: TableLoader.Loaded, extra: [String?] = []) throws -> [ImageFile] {
+    var files = loaded.leaves.map(\.image)
+    for path in loaded.tablePaths {
+        if let file = try? ImageFile(openForReading: path) { files.append(file) }
+    }
+    return files
+}
+
+/// Writes a small text file through a temporary beside it.
+func writeTextFile(_ path: String, _ text: String, inputs: [ImageFile]) throws {
+    let out = try OutputFile(path: path, inputs: inputs)
+    var bytes = Array(text.utf8)
+    if out.isStream {
+        try bytes.withUnsafeBytes { try out.file.append($0) }
+    } else {
+        try bytes.withUnsafeMutableBytes { try out.file.write(UnsafeRawBufferPointer($0), at: 0) }
+    }
+    try out.commit()
+}
