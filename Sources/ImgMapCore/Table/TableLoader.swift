@@ -15,6 +15,9 @@ public struct TableLoader {
         case openAll
         /// A missing image is a device of unknown size, not bounds-checked: `check` without `--dev`.
         case lenient
+        /// Images that do not exist yet but will be created with the given size (`scatter --create`
+        /// with `--dry-run`): placeholders of that size; other missing images are errors.
+        case planned([String: Sector])
     }
 
     public let bindings: Bindings
@@ -33,8 +36,24 @@ public struct TableLoader {
         public let top: MappedDevice
         public let devices: [String: MappedDevice]
         public let leaves: [LeafFile]
-        /// Tokens that named images not opened (`check` without `--dev`).
+        /// Tokens that named images not opened (`check` without `--dev`, planned images).
         public let unopened: [String]
+
+        /// For images that could not be opened: the size in sectors the tables need of each (the end
+        /// of the furthest device area on it), by path.
+        public func requiredSizesOfUnopenedImages() -> [String: Sector] {
+            var sizes: [String: Sector] = [:]
+            for device in devices.values {
+                for segment in device.segments {
+                    for area in segment.target.deviceAreas {
+                        guard case .leaf(let leaf) = area.device, leaf.image.fd < 0 else { continue }
+                        let end = Sector(area.start &+ area.length)
+                        sizes[leaf.path] = max(sizes[leaf.path] ?? .zero, end)
+                    }
+                }
+            }
+            return sizes
+        }
         /// The table files read, for refusing an output that is one of the inputs.
         public let tablePaths: [String]
     }
@@ -224,12 +243,22 @@ public struct TableLoader {
             do {
                 image = try ImageFile(openForReading: path)
             } catch {
-                if loader.strictness == .lenient {
-                    let leaf = LeafFile(path: path, image: ImageFile(descriptor: -1, path: path, writable: false, owned: false),
-                                        size: .zero, sizeKnown: false)
+                let placeholder = ImageFile(descriptor: -1, path: path, writable: false, owned: false)
+                switch loader.strictness {
+                case .lenient:
+                    let leaf = LeafFile(path: path, image: placeholder, size: .zero, sizeKnown: false)
                     leavesByPath[path] = leaf
                     unopened.append(token)
                     return .leaf(leaf)
+                case .planned(let sizes):
+                    if let size = sizes[path] {
+                        let leaf = LeafFile(path: path, image: placeholder, size: size)
+                        leavesByPath[path] = leaf
+                        unopened.append(token)
+                        return .leaf(leaf)
+                    }
+                case .openAll:
+                    break
                 }
                 var hint = bound ? nil : "bind the name to an image with --dev \(token)=PATH"
                 if !bound && token.contains(":") && token.allSatisfy({ $0.isNumber || $0 == ":" }) {
