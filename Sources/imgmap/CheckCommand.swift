@@ -22,7 +22,7 @@ struct CheckCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let loaded = try tables.load(tables.devices.isEmpty && tables.dmsetupLs == nil ? .lenient : .openAll)
+        let loaded = try tables.load(tables.devices.bindsImages ? .openAll : .lenient)
         let top = loaded.top
         for token in loaded.unopened {
             writeStderr("imgmap: note: \(token): no such image here, so its size was not checked (bind it with --dev \(token)=PATH)\n")

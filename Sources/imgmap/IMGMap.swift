@@ -28,7 +28,7 @@ struct IMGMap: ParsableCommand {
             error target) · 130/143 interrupted (SIGINT/SIGTERM; partial output removed)
             """,
         version: "0.1.0",
-        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, ScatterCommand.self]
+        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ScatterCommand.self]
     )
 
     static func main() {
@@ -46,6 +46,10 @@ struct IMGMap: ParsableCommand {
 
     /// Reports `error` on stderr and exits with its sysexits status.
     static func exit(withFailure error: Error) -> Never {
+        if let code = error as? ExitCode {
+            // A command's own "no" answer (verify: different), already reported on stdout.
+            Glibc.exit(code.rawValue)
+        }
         if let failure = error as? ImgMapFailure {
             if let io = failure as? IOFailure, io.errno == EPIPE, io.path == "<stdout>" {
                 // The reader went away (`| head`): stop quietly, as a pipeline stage does.

@@ -6,6 +6,16 @@ struct TableOptions: ParsableArguments {
     @Argument(help: "The top device's table, in dmsetup syntax or a `dmsetup table` dump; `-` reads stdin.")
     var table: String
 
+    @OptionGroup var devices: DeviceOptions
+
+    /// Loads and checks the tables; images are opened unless `strictness` says otherwise.
+    func load(_ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
+        try devices.load(table: table, strictness)
+    }
+}
+
+/// Lower tables and device bindings.
+struct DeviceOptions: ParsableArguments {
     @Option(name: .customLong("table"), help: ArgumentHelp(
         "A lower device: NAME is usable as a device in later tables. Repeatable, in order.", valueName: "NAME=FILE"))
     var lowerTables: [String] = []
@@ -22,7 +32,10 @@ struct TableOptions: ParsableArguments {
     @Option(help: "Which device of a `dmsetup table` dump to use (default: the one no other device uses).")
     var top: String?
 
-    func bindings() throws -> Bindings {
+    /// Whether any image binding was given (`check` opens unbound images only when one was).
+    var bindsImages: Bool { !devices.isEmpty || dmsetupLs != nil }
+
+    func bindings(table: String) throws -> Bindings {
         var tables: [Bindings.TableFile] = []
         for spec in lowerTables {
             let (name, path) = try Bindings.splitAssignment(spec, option: "--table")
@@ -44,8 +57,7 @@ struct TableOptions: ParsableArguments {
         return Bindings(tables: tables, devices: devs, top: top)
     }
 
-    /// Loads and checks the tables; images are opened unless `strictness` says otherwise.
-    func load(_ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
-        try TableLoader(bindings: bindings(), strictness: strictness).load()
+    func load(table: String, _ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
+        try TableLoader(bindings: bindings(table: table), strictness: strictness).load()
     }
 }

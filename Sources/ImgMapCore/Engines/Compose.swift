@@ -102,15 +102,13 @@ public struct Compose {
     }
 }
 
-/// Copies image ranges into a regular file, data runs only, remembering each image's last data and
-/// hole runs so that a striped set's many small extents do not cost a SEEK_DATA call each.
+/// Copies image ranges into a regular file, data runs only (holes stay holes).
 struct ExtentCopier {
     let out: ImageFile
     let bufferSize: Int
     var buffer: IOBuffer?
     var useCopyFileRange = true
-    /// Per image: the last data run [start, end) and hole run [start, end) found with lseek.
-    var runs: [ObjectIdentifier: (data: Range<UInt64>, hole: Range<UInt64>)] = [:]
+    var runs: [ObjectIdentifier: DataRuns] = [:]
 
     init(out: ImageFile, bufferSize: Int) {
         self.out = out
@@ -120,31 +118,14 @@ struct ExtentCopier {
     mutating func copy(from leaf: LeafFile, at source: UInt64, count: UInt64, to destination: UInt64) throws {
         let end = source + count
         var pos = source
-        while pos < end {
-            let (dataStart, dataEnd) = nextDataRun(leaf, from: pos)
-            if dataStart >= end { break }
-            let runEnd = min(dataEnd, end)
-            try copyBytes(from: leaf.image, at: dataStart, count: runEnd - dataStart, to: destination + (dataStart - source))
+        let key = ObjectIdentifier(leaf)
+        var cursor = runs[key] ?? DataRuns(file: leaf.image)
+        defer { runs[key] = cursor }
+        while pos < end, let run = cursor.nextData(from: pos), run.lowerBound < end {
+            let runEnd = min(run.upperBound, end)
+            try copyBytes(from: leaf.image, at: run.lowerBound, count: runEnd - run.lowerBound, to: destination + (run.lowerBound - source))
             pos = runEnd
         }
-    }
-
-    /// The data run at or after `pos`: [start, end), where end is the next hole.
-    mutating func nextDataRun(_ leaf: LeafFile, from pos: UInt64) -> (UInt64, UInt64) {
-        let key = ObjectIdentifier(leaf)
-        if let known = runs[key] {
-            if known.data.contains(pos) { return (pos, known.data.upperBound) }
-            if known.hole.contains(pos) {
-                return known.data.isEmpty ? (UInt64.max, UInt64.max) : (known.data.lowerBound, known.data.upperBound)
-            }
-        }
-        guard let dataStart = leaf.image.nextData(from: pos) else {
-            runs[key] = (data: pos..<pos, hole: pos..<UInt64.max)
-            return (UInt64.max, UInt64.max)
-        }
-        let dataEnd = max(leaf.image.nextHole(from: dataStart), dataStart)
-        runs[key] = (data: dataStart..<dataEnd, hole: pos..<dataStart)
-        return (dataStart, dataEnd)
     }
 
     mutating func copyBytes(from image: ImageFile, at source: UInt64, count: UInt64, to destination: UInt64) throws {

@@ -1,0 +1,287 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Compares an image with the mapped device without writing anything, and reports every range that
+/// differs, merged, with where the expected bytes come from. Ranges that are zeros or holes on both
+/// sides (a zero extent or an image hole against a hole in the image) are known equal and not read.
+public struct Verify {
+    public struct Options {
+        /// `.zero` expects zeros on error extents; `.fail` reports them as unverifiable.
+        public var onError: ErrorPolicy = .fail
+        public var progress: Progress?
+        public var bufferSize = 4 << 20
+
+        public init(onError: ErrorPolicy = .fail, progress: Progress? = nil) {
+            self.onError = onError
+            self.progress = progress
+        }
+    }
+
+    /// A range of the device where the image is not what the table says.
+    public struct Mismatch: Sendable, Equatable {
+        public enum Kind: String, Sendable {
+            /// The image's bytes differ.
+            case differs
+            /// An error extent: the kernel's read fails there, so nothing can be compared.
+            case unverifiable
+            /// The image ends before the device does.
+            case missing
+        }
+
+        public var kind: Kind
+        public var range: SectorRange
+        public var origin: Origin
+        /// The image and sector the expected bytes come from (data extents).
+        public var file: String?
+        public var fileSector: UInt64?
+
+        /// `sectors 2048+16 differ — table.txt:3 linear A (a.img) sector 7000`.
+        public var description: String {
+            var text = "sectors \(range.start)+\(range.length) \(kind == .differs ? "differ" : kind.rawValue) — \(origin.table):\(origin.line) \(origin.target)"
+            if let device = origin.device { text += " \(device)" }
+            if let file, let fileSector {
+                text += file == origin.device ? " sector \(fileSector)" : " (\(file)) sector \(fileSector)"
+            } else if kind == .unverifiable {
+                text += " (reads fail with EIO; --on-error zero expects zeros there)"
+            } else if origin.target == ZeroTarget.name || origin.target == ErrorTarget.name {
+                text += " (expected zeros)"
+            }
+            return text
+        }
+
+        public var json: String {
+            var text = "{\"kind\":\"\(kind.rawValue)\",\"start\":\(range.start),\"length\":\(range.length),"
+                + "\"table\":\(jsonString(origin.table)),\"line\":\(origin.line),\"target\":\(jsonString(origin.target))"
+            text += ",\"device\":" + (origin.device.map(jsonString) ?? "null")
+            text += ",\"file\":" + (file.map(jsonString) ?? "null")
+            text += ",\"offset\":" + (fileSector.map { String($0) } ?? "null")
+            return text + "}"
+        }
+    }
+
+    public struct Report: Sendable {
+        public var deviceBytes: UInt64
+        public var imageBytes: UInt64
+        public var ranges = 0
+        public var sectors: UInt64 = 0
+        public var identical: Bool { ranges == 0 && deviceBytes == imageBytes }
+
+        /// `identical: …`, or what differs.
+        public var summary: String {
+            if identical { return "identical: \(deviceBytes) bytes (\(deviceBytes / sectorSize) sectors)" }
+            var parts: [String] = []
+            if ranges > 0 { parts.append("\(ranges) range\(ranges == 1 ? "" : "s") (\(sectors) sectors) differ") }
+            if imageBytes < deviceBytes {
+                parts.append("the image is \(deviceBytes - imageBytes) bytes shorter than the device (\(imageBytes) < \(deviceBytes))")
+            } else if imageBytes > deviceBytes {
+                parts.append("the image is \(imageBytes - deviceBytes) bytes longer than the device (\(imageBytes) > \(deviceBytes))")
+            }
+            return "different: " + parts.joined(separator: "; ")
+        }
+
+        public var json: String {
+            "{\"identical\":\(identical),\"ranges\":\(ranges),\"sectors\":\(sectors),\"device_bytes\":\(deviceBytes),\"image_bytes\":\(imageBytes)}"
+        }
+    }
+
+    public let map: SectorMap
+    public let options: Options
+
+    public init(map: SectorMap, options: Options) {
+        self.map = map
+        self.options = options
+    }
+
+    /// Compares `image` (a regular file or block device read by offset, or a stream read in order) with
+    /// the device. Calls `report` for each merged mismatch, in order, as soon as it is complete.
+    public func run(image: ImageFile, isStream: Bool, report: (Mismatch) throws -> Void) throws -> Report {
+        let deviceBytes = map.size.bytes
+        return try withoutActuallyEscaping(report) { report in
+            var state = State(image: image, isStream: isStream, bufferSize: options.bufferSize, emit: report)
+            state.imageBytes = isStream ? UInt64.max : try image.byteSize()
+            try map.forEachExtent { extent in
+                try state.compare(extent, onError: options.onError)
+                options.progress?.update(extent.end.bytes)
+            }
+            try state.flush()
+            var result = Report(deviceBytes: deviceBytes, imageBytes: 0, ranges: state.ranges, sectors: state.sectors)
+            if isStream {
+                result.imageBytes = state.streamPos + (state.streamEnded ? 0 : try state.drain())
+            } else {
+                result.imageBytes = state.imageBytes
+            }
+            options.progress?.finish(deviceBytes)
+            return result
+        }
+    }
+
+    struct State {
+        let image: ImageFile
+        let isStream: Bool
+        let expected: IOBuffer
+        let actual: IOBuffer
+        let emit: (Mismatch) throws -> Void
+        var imageBytes: UInt64 = 0
+        var imageRuns: DataRuns
+        var sourceRuns: [ObjectIdentifier: DataRuns] = [:]
+        var pending: Mismatch?
+        /// The extent the pending mismatch lies in: ranges merge only within one extent, so that the
+        /// file sector reported stays right.
+        var pendingExtentStart: Sector = .zero
+        var ranges = 0
+        var sectors: UInt64 = 0
+        var streamPos: UInt64 = 0
+        var streamEnded = false
+
+        init(image: ImageFile, isStream: Bool, bufferSize: Int, emit: @escaping (Mismatch) throws -> Void) {
+            self.image = image
+            self.isStream = isStream
+            self.expected = IOBuffer(size: bufferSize)
+            self.actual = IOBuffer(size: bufferSize)
+            self.emit = emit
+            self.imageRuns = DataRuns(file: image)
+        }
+
+        mutating func compare(_ extent: Extent, onError: ErrorPolicy) throws {
+            var pos = extent.start.bytes
+            let end = extent.end.bytes
+            while pos < end {
+                var windowEnd = min(end, pos + UInt64(expected.count))
+                var expectedHole: Bool
+                switch extent.source {
+                case .zero:
+                    expectedHole = true
+                case .error:
+                    if onError == .fail {
+                        try skipImage(to: end)
+                        try note(.unverifiable, extent, from: pos, to: end)
+                        return
+                    }
+                    expectedHole = true
+                case .data(let leaf, let offset):
+                    let key = ObjectIdentifier(leaf)
+                    var runs = sourceRuns[key] ?? DataRuns(file: leaf.image)
+                    let sourcePos = offset.bytes + (pos - extent.start.bytes)
+                    let runEnd = runs.runEnd(from: sourcePos)
+                    expectedHole = runs.isHole(sourcePos..<sourcePos + 1)
+                    sourceRuns[key] = runs
+                    if runEnd != UInt64.max { windowEnd = min(windowEnd, pos + (runEnd - sourcePos)) }
+                }
+                if !isStream {
+                    guard pos < imageBytes else {
+                        try note(.missing, extent, from: pos, to: end)
+                        return
+                    }
+                    windowEnd = min(windowEnd, imageBytes)
+                    let imageRunEnd = imageRuns.runEnd(from: pos)
+                    if imageRunEnd != UInt64.max { windowEnd = min(windowEnd, imageRunEnd) }
+                    if expectedHole && imageRuns.isHole(pos..<pos + 1) {
+                        pos = windowEnd
+                        continue
+                    }
+                }
+                let n = Int(windowEnd - pos)
+                let got = try readImage(into: actual.prefix(n), at: pos)
+                if got < n {
+                    try compareWindow(extent, at: pos, count: got, expectedHole: expectedHole)
+                    try note(.missing, extent, from: pos + UInt64(got) / sectorSize * sectorSize, to: end)
+                    return
+                }
+                try compareWindow(extent, at: pos, count: n, expectedHole: expectedHole)
+                pos = windowEnd
+            }
+        }
+
+        mutating func compareWindow(_ extent: Extent, at pos: UInt64, count n: Int, expectedHole: Bool) throws {
+            guard n > 0 else { return }
+            let want = expected.prefix(n)
+            if expectedHole {
+                want.initializeMemory(as: UInt8.self, repeating: 0)
+            } else if case .data(let leaf, let offset) = extent.source {
+                try MapReader.readLeaf(leaf, into: want, at: offset + Sector((pos - extent.start.bytes) / sectorSize))
+            }
+            let got = actual.prefix(n)
+            if memcmp(want.baseAddress!, got.baseAddress!, n) == 0 {
+                try flushIfBefore(pos)
+                return
+            }
+            var i = 0
+            while i < n {
+                let len = min(Int(sectorSize), n - i)
+                if memcmp(want.baseAddress! + i, got.baseAddress! + i, len) != 0 {
+                    try note(.differs, extent, from: pos + UInt64(i), to: pos + UInt64(i + len))
+                }
+                i += len
+            }
+        }
+
+        /// Reads the image at `pos`: pread, or the next bytes of the stream (which must be at `pos`).
+        mutating func readImage(into buffer: UnsafeMutableRawBufferPointer, at pos: UInt64) throws -> Int {
+            guard isStream else { return try image.read(into: buffer, at: pos) }
+            try skipImage(to: pos)
+            if streamEnded { return 0 }
+            let n = try image.readSequential(into: buffer)
+            streamPos += UInt64(n)
+            if n < buffer.count { streamEnded = true }
+            return n
+        }
+
+        /// Moves a stream to `pos` by reading and discarding.
+        mutating func skipImage(to pos: UInt64) throws {
+            guard isStream else { return }
+            while streamPos < pos && !streamEnded {
+                let n = Int(min(UInt64(actual.count), pos - streamPos))
+                let got = try image.readSequential(into: actual.prefix(n))
+                streamPos += UInt64(got)
+                if got < n { streamEnded = true }
+            }
+        }
+
+        /// Reads what is left of a stream after the device's end; returns the count.
+        mutating func drain() throws -> UInt64 {
+            var extra: UInt64 = 0
+            while true {
+                let n = try image.readSequential(into: actual.bytes)
+                extra += UInt64(n)
+                if n < actual.count { return extra }
+            }
+        }
+
+        /// Records a mismatch over device bytes [from, to), merging with the pending one when it continues it.
+        mutating func note(_ kind: Mismatch.Kind, _ extent: Extent, from: UInt64, to: UInt64) throws {
+            let start = from / sectorSize
+            let end = (to + sectorSize - 1) / sectorSize
+            if var current = pending, current.kind == kind, current.range.end == start, pendingExtentStart == extent.start {
+                current.range.length += end - start
+                pending = current
+                return
+            }
+            try flush()
+            var file: String?
+            var fileSector: UInt64?
+            if case .data(let leaf, let offset) = extent.source, kind == .differs {
+                file = leaf.path
+                fileSector = offset.value + (start - extent.start.value)
+            }
+            pending = Mismatch(kind: kind, range: SectorRange(start: start, length: end - start), origin: extent.origin,
+                               file: file, fileSector: fileSector)
+            pendingExtentStart = extent.start
+        }
+
+        /// Reports the pending mismatch if it ends before `pos` (it cannot grow any more).
+        mutating func flushIfBefore(_ pos: UInt64) throws {
+            if let current = pending, current.range.end * sectorSize < pos + 1 { try flush() }
+        }
+
+        mutating func flush() throws {
+            guard let current = pending else { return }
+            pending = nil
+            ranges += 1
+            sectors += current.range.length
+            try emit(current)
+        }
+    }
+}

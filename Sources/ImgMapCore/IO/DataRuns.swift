@@ -1,0 +1,43 @@
+/// Finds a file's data and holes with SEEK_DATA/SEEK_HOLE, remembering the last data run and the hole
+/// before it, so a walk over many small nearby ranges (a striped set's chunks) costs one lseek pair per
+/// run, not per range (~1 µs each on ext4).
+public struct DataRuns {
+    public let file: ImageFile
+    /// The last run found: the hole [hole.lowerBound, data.lowerBound) then data [data).
+    var hole: Range<UInt64> = 0..<0
+    var data: Range<UInt64> = 0..<0
+
+    public init(file: ImageFile) {
+        self.file = file
+    }
+
+    /// The first data run that ends after `pos`, cut to start no earlier than `pos`; nil when only a
+    /// hole follows. On a filesystem without hole reporting, everything is data.
+    public mutating func nextData(from pos: UInt64) -> Range<UInt64>? {
+        if data.contains(pos) { return pos..<data.upperBound }
+        if pos >= hole.lowerBound && pos < data.lowerBound {
+            return data.isEmpty ? nil : data
+        }
+        guard let start = file.nextData(from: pos) else {
+            hole = pos..<UInt64.max
+            data = UInt64.max..<UInt64.max
+            return nil
+        }
+        let end = max(file.nextHole(from: start), start + 1)
+        hole = pos..<start
+        data = start..<end
+        return data
+    }
+
+    /// Whether [range) lies wholly in a hole.
+    public mutating func isHole(_ range: Range<UInt64>) -> Bool {
+        guard let next = nextData(from: range.lowerBound) else { return true }
+        return next.lowerBound >= range.upperBound
+    }
+
+    /// Where the current run (data or hole) that holds `pos` ends.
+    public mutating func runEnd(from pos: UInt64) -> UInt64 {
+        guard let next = nextData(from: pos) else { return UInt64.max }
+        return next.lowerBound > pos ? next.lowerBound : next.upperBound
+    }
+}
