@@ -3,6 +3,8 @@ import ImgMapCore
 
 extension ErrorPolicy: ExpressibleByArgument {}
 extension ProgressMode: ExpressibleByArgument {}
+extension Compose.Sparse: ExpressibleByArgument {}
+extension DigestAlgorithm: ExpressibleByArgument {}
 
 struct ComposeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,8 +31,23 @@ struct ComposeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Write the error ranges (`start length` in sectors, merged) to FILE.", valueName: "FILE"))
     var errors: String?
 
+    @Option(help: "Holes in a file output: auto (zero extents and image holes), always (also all-zero 4 KiB blocks), never.")
+    var sparse: Compose.Sparse = .auto
+
+    @Option(help: "Hash the composed image while writing it and print `DIGEST  OUT` (stderr when OUT is stdout).")
+    var digest: DigestAlgorithm?
+
+    @Option(help: ArgumentHelp("Also write the digest line to FILE (sha256sum -c format).", valueName: "FILE"))
+    var digestFile: String?
+
     @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
     var progress: ProgressMode = .auto
+
+    func validate() throws {
+        if digestFile != nil && digest == nil {
+            throw ValidationError("--digest-file needs --digest sha256 (or sha512)")
+        }
+    }
 
     func run() throws {
         let loaded = try tables.load()
@@ -38,11 +55,17 @@ struct ComposeCommand: ParsableCommand {
         let inputs = try inputFiles(loaded, extra: [errors])
         let out = try OutputFile(path: output, inputs: inputs)
         let options = Compose.Options(
-            onError: onError, progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
+            onError: onError, sparse: sparse, digest: digest,
+            progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
         do {
             let report = try Compose(map: map, options: options).run(to: out)
             if let errors { try writeTextFile(errors, report.errors.text, inputs: inputs) }
             try out.commit()
+            if let hex = report.digest {
+                let line = "\(hex)  \(output == "-" ? "-" : output)\n"
+                if output == "-" { writeStderr(line) } else { print(line, terminator: "") }
+                if let digestFile { try writeTextFile(digestFile, line, inputs: inputs) }
+            }
         } catch {
             out.discard()
             if let errors, let failure = error as? MappedReadError {

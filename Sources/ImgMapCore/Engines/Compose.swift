@@ -12,14 +12,29 @@ import CSupport
 /// so holes are never read), falling back to pread/pwrite through one reusable buffer. To a stream:
 /// every byte in order, zeros written out.
 public struct Compose {
+    /// Which zeros of a regular-file output become holes.
+    public enum Sparse: String, Sendable, CaseIterable {
+        /// Zero extents and holes in the images (known without reading).
+        case auto
+        /// Also every all-zero 4 KiB block of image data (as `qemu-img convert -S 4k`).
+        case always
+        /// None: every byte is written, the file fully allocated.
+        case never
+    }
+
     public struct Options {
         public var onError: ErrorPolicy = .fail
+        public var sparse: Sparse = .auto
+        /// Hash the composed bytes in the same pass.
+        public var digest: DigestAlgorithm?
         public var progress: Progress?
         /// Bytes per read/write on the buffered paths.
         public var bufferSize = 4 << 20
 
-        public init(onError: ErrorPolicy = .fail, progress: Progress? = nil) {
+        public init(onError: ErrorPolicy = .fail, sparse: Sparse = .auto, digest: DigestAlgorithm? = nil, progress: Progress? = nil) {
             self.onError = onError
+            self.sparse = sparse
+            self.digest = digest
             self.progress = progress
         }
     }
@@ -28,6 +43,8 @@ public struct Compose {
         public var bytes: UInt64
         /// Error ranges read as zeros (with `--on-error zero`).
         public var errors: SectorRangeList
+        /// The digest of the composed bytes (hex), when asked for.
+        public var digest: String?
     }
 
     public let map: SectorMap
@@ -46,8 +63,10 @@ public struct Compose {
         }
         let report: Report
         switch output.kind {
-        case .regularFile:
+        case .regularFile where options.digest == nil && options.sparse == .auto:
             report = try composeToFile(output.file)
+        case .regularFile:
+            report = try composeBuffered(output.file, stream: false)
         case .stream, .blockDevice:
             if output.kind == .blockDevice {
                 let size = try output.file.byteSize()
@@ -55,31 +74,58 @@ public struct Compose {
                     throw PlainFailure("\(output.path): the block device holds \(size) bytes, the mapped device \(map.size.bytes)", .cannotCreate)
                 }
             }
-            report = try composeToStream(output.file)
+            report = try composeBuffered(output.file, stream: true)
         }
         options.progress?.finish(report.bytes)
         return report
     }
 
-    /// Sequential output: every byte, zeros included.
-    func composeToStream(_ out: ImageFile) throws -> Report {
-        if imgmap_get_pipe_size(out.fd) > 0 {
+    /// Output through one buffer, every byte read or zero-filled in order: for streams, for digests and
+    /// for `--sparse always|never`. A stream gets every byte; a file is pre-sized and gets only the
+    /// blocks that `sparse` says to write.
+    func composeBuffered(_ out: ImageFile, stream: Bool) throws -> Report {
+        if stream && imgmap_get_pipe_size(out.fd) > 0 {
             // A bigger pipe buffer means fewer, larger writes and wakeups: 1.4 → 4.2 GB/s measured here.
             _ = imgmap_set_pipe_size(out.fd, 1 << 20)
         }
-        let reader = MapReader(map: map, onError: options.onError)
-        let buffer = IOBuffer(size: options.bufferSize)
         let total = map.size.bytes
+        if !stream { try out.truncate(to: total) }
+        let reader = MapReader(map: map, onError: options.onError)
+        var hasher = options.digest?.hasher()
+        let buffer = IOBuffer(size: options.bufferSize)
+        let block = 4096
         var done: UInt64 = 0
         while done < total {
             let n = Int(min(UInt64(buffer.count), total - done))
-            let slice = buffer.prefix(n)
-            try reader.read(into: slice, at: Sector(done / sectorSize))
-            try out.append(UnsafeRawBufferPointer(slice))
+            let slice = UnsafeRawBufferPointer(buffer.prefix(n))
+            try reader.read(into: buffer.prefix(n), at: Sector(done / sectorSize))
+            hasher?.update(slice)
+            if stream {
+                try out.append(slice)
+            } else if options.sparse == .never || !isAllZero(slice) {
+                var at = 0
+                while at < n {
+                    let len = min(block, n - at)
+                    let piece = UnsafeRawBufferPointer(rebasing: slice[at..<at + len])
+                    if options.sparse == .never || !isAllZero(piece) {
+                        // Runs of non-zero blocks go out in one pwrite.
+                        var runEnd = at + len
+                        while runEnd < n {
+                            let next = UnsafeRawBufferPointer(rebasing: slice[runEnd..<min(runEnd + block, n)])
+                            if options.sparse != .never && isAllZero(next) { break }
+                            runEnd += next.count
+                        }
+                        try out.write(UnsafeRawBufferPointer(rebasing: slice[at..<runEnd]), at: done + UInt64(at))
+                        at = runEnd
+                    } else {
+                        at += len
+                    }
+                }
+            }
             done += UInt64(n)
             options.progress?.update(done)
         }
-        return Report(bytes: total, errors: reader.errors)
+        return Report(bytes: total, errors: reader.errors, digest: hasher?.finalize())
     }
 
     /// Regular-file output with holes.
