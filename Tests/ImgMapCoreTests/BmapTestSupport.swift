@@ -79,3 +79,23 @@ func toolPath(_ name: String) -> String? {
         + ["/usr/sbin", "/sbin", "/usr/bin"]
     return dirs.map { $0 + "/" + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
 }
+
+/// `text` with its BmapFileChecksum recomputed, as if the edit had been made by a bmap writer: lets a
+/// test corrupt one thing (a range) without tripping the file checksum first.
+func resealBmap(_ text: String) -> String {
+    var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    let index = lines.firstIndex { $0.contains("<BmapFileChecksum>") }!
+    lines[index] = "    <BmapFileChecksum> " + String(repeating: "0", count: 64) + " </BmapFileChecksum>"
+    let zeroed = lines.joined(separator: "\n")
+    var hasher = BmapHasher(.sha256)
+    Array(zeroed.utf8).withUnsafeBytes { hasher.update($0) }
+    lines[index] = "    <BmapFileChecksum> " + hasher.finalizeHex() + " </BmapFileChecksum>"
+    return lines.joined(separator: "\n")
+}
+
+/// SHA-256 in hex of a byte array.
+func sha256Hex(_ bytes: [UInt8]) -> String {
+    var hasher = BmapHasher(.sha256)
+    bytes.withUnsafeBytes { hasher.update($0) }
+    return hasher.finalizeHex()
+}
