@@ -129,4 +129,37 @@ import Testing
         #expect(bmap.checksumType == .sha1)
         #expect(bmap.ranges == [BmapRange(first: 1, last: 1, checksum: rangeSHA1, line: 9)])
     }
+
+    @Test func commentsEntitiesCDATAAndSingleQuotesAreRead() throws {
+        let zeros = String(repeating: "0", count: 64)
+        let template = """
+            <?xml version='1.0' encoding='utf-8'?>
+            <!-- hand-written -->
+            <bmap version='2.1'>
+                <ImageSize><!-- bytes -->8192</ImageSize>
+                <BlockSize>4096</BlockSize><BlocksCount><![CDATA[2]]></BlocksCount>
+                <MappedBlocksCount> &#49; </MappedBlocksCount>
+                <ChecksumType>sha256</ChecksumType>
+                <Future note="a &amp; b"/>
+                <BmapFileChecksum>\(zeros)</BmapFileChecksum>
+                <BlockMap>
+                    <!-- one range -->
+                    <Range>1</Range>
+                </BlockMap>
+            </bmap>
+            """
+        var h = BmapHasher(.sha256)
+        Array(template.utf8).withUnsafeBytes { h.update($0) }
+        let bmap = try BmapFile(text: template.replacingOccurrences(of: zeros, with: h.finalizeHex()))
+        #expect(bmap.versionMinor == 1)
+        #expect(bmap.blocksCount == 2)
+        #expect(bmap.ranges == [BmapRange(first: 1, last: 1, checksum: nil, line: 12)])
+    }
+
+    @Test func everyTruncationOfAValidFileIsRefusedWithoutCrashing() {
+        let bytes = Array(Self.text.utf8)
+        for length in 0..<bytes.count - 1 {
+            #expect(throws: BmapError.self) { try BmapFile(bytes: Array(bytes[0..<length])) }
+        }
+    }
 }

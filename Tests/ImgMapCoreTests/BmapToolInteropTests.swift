@@ -58,4 +58,24 @@ import Testing
         #expect(copy.status != 0)
         #expect(copy.error.contains("checksum mismatch"))
     }
+
+    static let mkfs = toolPath("mkfs.ext4")
+
+    @Test(.enabled(if: bmaptool != nil && mkfs != nil, "bmaptool or mkfs.ext4 not installed"))
+    func createMatchesBmaptoolOnAFreshExt4Image() throws {
+        let scratch = BmapScratch()
+        let source = scratch.file("tree")
+        try FileManager.default.createDirectory(atPath: source + "/docs", withIntermediateDirectories: true)
+        try Data(bmapTestBytes(count: 3 << 20, seed: 8)).write(to: URL(fileURLWithPath: source + "/docs/big.bin"))
+        try "hello\n".write(toFile: source + "/hello.txt", atomically: false, encoding: .utf8)
+        let imagePath = scratch.file("fs.img")
+        let mkfs = try runTool([Self.mkfs!, "-q", "-F", "-d", source, imagePath, "32M"])
+        #expect(mkfs.status == 0, "mkfs.ext4 failed: \(mkfs.error)")
+        let theirs = try runTool([Self.bmaptool!, "create", imagePath])
+        #expect(theirs.status == 0, "bmaptool create failed: \(theirs.error)")
+        let ours = try createBmap(image: ImageFile(openForReading: imagePath))
+        #expect(ours == theirs.output)
+        // A 3 MiB file makes ranges longer than the 1 MiB read buffer.
+        #expect(try BmapFile(text: ours).ranges.contains { $0.blockCount > 256 })
+    }
 }
