@@ -90,6 +90,14 @@ import Testing
         }
     }
 
+    @Test func bytesFedOutsideARangeAreReportedByFinish() throws {
+        var builder = try BmapBuilder(imageSize: 4096)
+        [UInt8](repeating: 1, count: 10).withUnsafeBytes { builder.update($0) }
+        #expect(throws: BmapError(path: "bmap", "10 bytes were fed outside any range")) {
+            _ = try builder.finish()
+        }
+    }
+
     @Test func humanSizesAreSpelledAsBmapToolsSpellsThem() {
         #expect(BmapText.humanSize(1) == "1 byte")
         #expect(BmapText.humanSize(511) == "511 bytes")

@@ -37,6 +37,8 @@ public struct BmapBuilder {
     /// Digest of the open or pending range.
     private var hasher = BmapHasher(.sha256)
     private var finished = false
+    /// Set when bytes were fed outside a range; reported by `finish()`.
+    private var strayBytes: UInt64 = 0
 
     /// Starts a bmap of an image of `imageSize` bytes (> 0, as bmaptool refuses empty images).
     public init(imageSize: UInt64, blockSize: UInt64 = BmapBuilder.defaultBlockSize, checksums: Bool = true,
@@ -78,9 +80,10 @@ public struct BmapBuilder {
         open = (first, first * blockSize)
     }
 
-    /// Feeds the next bytes of the open range, in image order. Costs one SHA-256 update.
+    /// Feeds the next bytes of the open range, in image order. Costs one SHA-256 update. Bytes fed with
+    /// no range open are a caller error, reported by `finish()`.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        guard var current = open else { return }
+        guard var current = open else { strayBytes += UInt64(bytes.count); return }
         if checksums { hasher.update(bytes) }
         current.position += UInt64(bytes.count)
         open = current
@@ -114,6 +117,7 @@ public struct BmapBuilder {
     public mutating func finish() throws(BmapError) -> String {
         guard !finished else { throw BmapError(path: path, "finish called twice") }
         if let open { throw BmapError(path: path, "finish while the range from block \(open.first) is open") }
+        if strayBytes > 0 { throw BmapError(path: path, "\(strayBytes) bytes were fed outside any range") }
         flushPending()
         finished = true
 

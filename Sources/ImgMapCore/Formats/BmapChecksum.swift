@@ -17,38 +17,32 @@ public enum BmapChecksumType: String, Sendable, CaseIterable {
 }
 
 /// One running digest of a `BmapChecksumType`, fed by raw buffers (no copies, no Foundation `Data`).
+/// Exactly one of the optionals is set; optional chaining mutates it in place (an enum payload would be
+/// copied out and back on every update).
 struct BmapHasher {
-    private enum State {
-        case sha1(Insecure.SHA1)
-        case sha256(SHA256)
-        case sha512(SHA512)
-    }
-
-    private var state: State
+    private var sha1: Insecure.SHA1?
+    private var sha256: SHA256?
+    private var sha512: SHA512?
 
     init(_ type: BmapChecksumType) {
         switch type {
-        case .sha1: state = .sha1(Insecure.SHA1())
-        case .sha256: state = .sha256(SHA256())
-        case .sha512: state = .sha512(SHA512())
+        case .sha1: sha1 = Insecure.SHA1()
+        case .sha256: sha256 = SHA256()
+        case .sha512: sha512 = SHA512()
         }
     }
 
     mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        switch state {
-        case .sha1(var h): h.update(bufferPointer: bytes); state = .sha1(h)
-        case .sha256(var h): h.update(bufferPointer: bytes); state = .sha256(h)
-        case .sha512(var h): h.update(bufferPointer: bytes); state = .sha512(h)
-        }
+        sha256?.update(bufferPointer: bytes)
+        sha1?.update(bufferPointer: bytes)
+        sha512?.update(bufferPointer: bytes)
     }
 
     /// The digest in lowercase hexadecimal, as bmap files spell it (Python's `hexdigest()`).
     func finalizeHex() -> String {
-        switch state {
-        case .sha1(let h): hexString(h.finalize())
-        case .sha256(let h): hexString(h.finalize())
-        case .sha512(let h): hexString(h.finalize())
-        }
+        if let sha256 { return hexString(sha256.finalize()) }
+        if let sha1 { return hexString(sha1.finalize()) }
+        return hexString(sha512!.finalize())
     }
 }
 
