@@ -1,0 +1,59 @@
+import Crypto
+
+/// The checksum functions a bmap file may name in `<ChecksumType>` that imgmap can compute. bmaptool
+/// writes sha256; format 1.3 used sha1 (with `BmapFileSHA1` and `sha1=`); 2.0 allows any hashlib name,
+/// of which sha512 is the other one seen in practice.
+public enum BmapChecksumType: String, Sendable, CaseIterable {
+    case sha1, sha256, sha512
+
+    /// Length of the lowercase hexadecimal digest: what `BmapFileChecksum` and `chksum=` hold.
+    public var hexLength: Int {
+        switch self {
+        case .sha1: 40
+        case .sha256: 64
+        case .sha512: 128
+        }
+    }
+}
+
+/// One running digest of a `BmapChecksumType`, fed by raw buffers (no copies, no Foundation `Data`).
+/// Exactly one of the optionals is set; optional chaining mutates it in place (an enum payload would be
+/// copied out and back on every update).
+struct BmapHasher {
+    private var sha1: Insecure.SHA1?
+    private var sha256: SHA256?
+    private var sha512: SHA512?
+
+    init(_ type: BmapChecksumType) {
+        switch type {
+        case .sha1: sha1 = Insecure.SHA1()
+        case .sha256: sha256 = SHA256()
+        case .sha512: sha512 = SHA512()
+        }
+    }
+
+    mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        sha256?.update(bufferPointer: bytes)
+        sha1?.update(bufferPointer: bytes)
+        sha512?.update(bufferPointer: bytes)
+    }
+
+    /// The digest in lowercase hexadecimal, as bmap files spell it (Python's `hexdigest()`).
+    func finalizeHex() -> String {
+        if let sha256 { return hexString(sha256.finalize()) }
+        if let sha1 { return hexString(sha1.finalize()) }
+        return hexString(sha512!.finalize())
+    }
+}
+
+/// Lowercase hexadecimal of a byte sequence.
+func hexString<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    out.reserveCapacity(128)
+    for b in bytes {
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 0xf)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
