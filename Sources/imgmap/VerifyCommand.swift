@@ -16,16 +16,24 @@ struct VerifyCommand: ParsableCommand {
             then a summary line. Ranges that are holes or zeros on both sides are not read. Error extents are \
             reported as unverifiable unless --on-error zero, which expects zeros there.
 
+            With --bmap FILE.bmap IMAGE, the image is checked against a bmap 2.0 file instead: its \
+            BmapFileChecksum, its size and the SHA-256 of every mapped range.
+
             EXIT STATUS: 0 identical · 1 different (or unverifiable) · 64/65/66/74 as for every command.
 
             EXAMPLES:
               imgmap verify disk.table disk.img
               imgmap compose disk.table -o - | gzip | zcat | imgmap verify disk.table -
               imgmap verify raid0.table --dev m0=a.img --dev m1=b.img flat.img --json
+              imgmap verify --bmap disk.img.bmap disk.img
             """)
 
-    @Argument(help: ArgumentHelp("The table, then the image to check (`-` for stdin).", valueName: "TABLE IMAGE"))
+    @Argument(help: ArgumentHelp("The table, then the image to check (`-` for stdin); with --bmap, only the image.",
+                                 valueName: "TABLE IMAGE"))
     var paths: [String] = []
+
+    @Option(help: ArgumentHelp("Check IMAGE against this bmap file instead of a table.", valueName: "FILE.bmap"))
+    var bmap: String?
 
     @OptionGroup var devices: DeviceOptions
 
@@ -39,6 +47,12 @@ struct VerifyCommand: ParsableCommand {
     var progress: ProgressMode = .auto
 
     func validate() throws {
+        if bmap != nil {
+            guard paths.count == 1, paths[0] != "-" else {
+                throw ValidationError("with --bmap, give one image file: imgmap verify --bmap FILE.bmap IMAGE")
+            }
+            return
+        }
         guard paths.count == 2 else {
             throw ValidationError("give the table and the image: imgmap verify TABLE IMAGE")
         }
@@ -48,6 +62,7 @@ struct VerifyCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let bmap { return try verifyAgainstBmap(bmap) }
         let loaded = try devices.load(table: paths[0])
         let map = SectorMap(top: loaded.top)
         let (image, isStream) = try openImage(paths[1])
@@ -59,6 +74,34 @@ struct VerifyCommand: ParsableCommand {
         try sink.write((json ? report.json : report.summary) + "\n")
         try sink.flush()
         if !report.identical { throw ExitCode(ExitStatus.no.rawValue) }
+    }
+}
+
+extension VerifyCommand {
+    func verifyAgainstBmap(_ path: String) throws {
+        let manifest = try BmapFile(contentsOf: path)
+        let image = try ImageFile(openForReading: paths[0])
+        let mismatches = try verifyBmap(bmap: manifest, image: image)
+        let sink = TextSink(file: ImageFile(descriptor: 1, path: "<stdout>", writable: true, owned: false))
+        for mismatch in mismatches {
+            if json {
+                switch mismatch {
+                case let .imageSize(expected, actual):
+                    try sink.write("{\"kind\":\"size\",\"expected\":\(expected),\"actual\":\(actual)}\n")
+                case let .range(range, bytes, expected, actual):
+                    try sink.write("{\"kind\":\"range\",\"first\":\(range.first),\"last\":\(range.last),\"start_byte\":\(bytes.lowerBound),"
+                        + "\"end_byte\":\(bytes.upperBound),\"expected\":\(jsonString(expected)),\"actual\":\(jsonString(actual))}\n")
+                }
+            } else {
+                try sink.write("\(paths[0]): \(mismatch.description)\n")
+            }
+        }
+        let summary = mismatches.isEmpty
+            ? "identical: \(manifest.ranges.count) ranges (\(manifest.mappedBlocksCount) blocks) match \(path)"
+            : "different: \(mismatches.count) mismatch\(mismatches.count == 1 ? "" : "es") against \(path)"
+        try sink.write(json ? "{\"identical\":\(mismatches.isEmpty),\"mismatches\":\(mismatches.count)}\n" : summary + "\n")
+        try sink.flush()
+        if !mismatches.isEmpty { throw ExitCode(ExitStatus.no.rawValue) }
     }
 }
 

@@ -12,7 +12,27 @@ let bmapReadBufferSize = 1 << 20
 public func createBmap(image: ImageFile, zerosAsHoles: Bool = false,
                        blockSize: UInt64 = BmapBuilder.defaultBlockSize) throws -> String {
     let size = try image.byteSize()
-    var builder = try BmapBuilder(imageSize: size, blockSize: blockSize, path: image.path)
+    return try createBmap(
+        size: size, path: image.path, zerosAsHoles: zerosAsHoles, blockSize: blockSize,
+        dataRuns: { body in
+            var offset: UInt64 = 0
+            while offset < size, let data = image.nextData(from: offset), data < size {
+                let hole = max(min(image.nextHole(from: data), size), data + 1)
+                try body(data..<hole)
+                offset = hole
+            }
+        },
+        read: { buffer, offset in try image.readExactly(into: buffer, at: offset) })
+}
+
+/// Makes a bmap from any byte source: `dataRuns` calls its argument with the data ranges in increasing
+/// order (everything else is a hole), `read` fills a buffer from an offset. Mapped blocks are the data
+/// ranges rounded out to whole blocks; each is read once, hashed, and (with `zerosAsHoles`) dropped
+/// when all zero.
+public func createBmap(size: UInt64, path: String, zerosAsHoles: Bool, blockSize: UInt64 = BmapBuilder.defaultBlockSize,
+                       dataRuns: ((Range<UInt64>) throws -> Void) throws -> Void,
+                       read: @escaping (UnsafeMutableRawBufferPointer, UInt64) throws -> Void) throws -> String {
+    var builder = try BmapBuilder(imageSize: size, blockSize: blockSize, path: path)
     let bufferBytes = max(Int(blockSize), bmapReadBufferSize / Int(blockSize) * Int(blockSize))
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
     defer { buffer.deallocate() }
@@ -26,7 +46,7 @@ public func createBmap(image: ImageFile, zerosAsHoles: Bool = false,
         while offset < end {
             let count = Int(min(UInt64(bufferBytes), end - offset))
             let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
-            try image.readExactly(into: chunk, at: offset)
+            try read(chunk, offset)
             if !zerosAsHoles {
                 builder.update(UnsafeRawBufferPointer(chunk))
             } else {
@@ -48,31 +68,19 @@ public func createBmap(image: ImageFile, zerosAsHoles: Bool = false,
         if !zerosAsHoles || runOpen { try builder.endRange(last: last) }
     }
 
-    // Walk data extents; round each out to whole blocks and merge those that touch or share a block.
+    // Round each data run out to whole blocks and merge those that touch or share a block.
     var pending: (first: UInt64, last: UInt64)?
-    var offset: UInt64 = 0
-    while offset < size, let data = image.nextData(from: offset), data < size {
-        let hole = max(min(image.nextHole(from: data), size), data + 1)
-        let first = data / blockSize
-        let last = (hole - 1) / blockSize
+    try dataRuns { run in
+        guard run.lowerBound < run.upperBound else { return }
+        let first = run.lowerBound / blockSize
+        let last = (run.upperBound - 1) / blockSize
         if let p = pending, first <= p.last + 1 {
             pending = (p.first, max(p.last, last))
         } else {
             if let p = pending { try feed(first: p.first, last: p.last) }
             pending = (first, last)
         }
-        offset = hole
     }
     if let p = pending { try feed(first: p.first, last: p.last) }
     return try builder.finish()
-}
-
-/// Whether every byte is zero: ORs 8 bytes at a time (tens of GB/s; SIMD types are slower here).
-func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-    guard let base = bytes.baseAddress else { return true }
-    let words = bytes.count / 8
-    var acc: UInt64 = 0
-    for i in 0..<words { acc |= base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) }
-    for i in (words * 8)..<bytes.count { acc |= UInt64(bytes[i]) }
-    return acc == 0
 }
