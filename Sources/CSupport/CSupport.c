@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sys/ioctl.h>
 #include <linux/fs.h>
+#include <sys/uio.h>
 
 int64_t imgmap_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, uint64_t len) {
     loff_t in = off_in, out = off_out;
@@ -32,4 +33,14 @@ int64_t imgmap_block_device_size(int fd) {
 
 int imgmap_open_exclusive(const char *path, unsigned int mode) {
     return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+}
+
+int64_t imgmap_splice_to_pipe(int fd_in, int64_t offset, int pipe_out, uint64_t len) {
+    loff_t in = offset;
+    return splice(fd_in, &in, pipe_out, NULL, (size_t)len, SPLICE_F_MOVE | SPLICE_F_MORE);
+}
+
+int64_t imgmap_vmsplice(int pipe_out, const void *buffer, uint64_t len) {
+    struct iovec iov = { .iov_base = (void *)buffer, .iov_len = (size_t)len };
+    return vmsplice(pipe_out, &iov, 1, 0);
 }

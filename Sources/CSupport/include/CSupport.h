@@ -24,4 +24,10 @@ int64_t imgmap_block_device_size(int fd);
 /// open(path, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode): a fresh file, never through a symlink.
 int imgmap_open_exclusive(const char *path, unsigned int mode);
 
+/// splice(2) from a file at `offset` into a pipe, moving page references instead of copying bytes.
+int64_t imgmap_splice_to_pipe(int fd_in, int64_t offset, int pipe_out, uint64_t len);
+/// vmsplice(2) of a user buffer into a pipe: the pages are referenced, not copied, so the buffer must
+/// not change afterwards (used only with a buffer of zeros that is never written).
+int64_t imgmap_vmsplice(int pipe_out, const void *buffer, uint64_t len);
+
 #endif

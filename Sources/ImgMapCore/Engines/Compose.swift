@@ -67,6 +67,8 @@ public struct Compose {
             report = try composeToFile(output.file)
         case .regularFile:
             report = try composeBuffered(output.file, stream: false)
+        case .stream where options.digest == nil && imgmap_get_pipe_size(output.file.fd) > 0:
+            report = try composeToPipe(output.file)
         case .stream, .blockDevice:
             if output.kind == .blockDevice {
                 let size = try output.file.byteSize()
@@ -127,6 +129,64 @@ public struct Compose {
         }
         return Report(bytes: total, errors: reader.errors, digest: hasher?.finalize())
     }
+
+    /// Pipe output without copying through user space: image data is spliced from the page cache into
+    /// the pipe, zeros come from one never-written buffer of zeros (vmsplice). Falls back to the buffered
+    /// path when the kernel refuses (e.g. an image on a filesystem without splice support).
+    func composeToPipe(_ out: ImageFile) throws -> Report {
+        _ = imgmap_set_pipe_size(out.fd, 1 << 20)
+        var errors = SectorRangeList()
+        var done: UInt64 = 0
+        do {
+            try map.forEachExtent { extent in
+                var left = extent.length.bytes
+                switch extent.source {
+                case .data(let leaf, let offset) where leaf.backing == .raw:
+                    var at = offset.bytes
+                    while left > 0 {
+                        let n = imgmap_splice_to_pipe(leaf.image.fd, Int64(at), out.fd, min(left, 1 << 30))
+                        if n > 0 {
+                            at += UInt64(n)
+                            left -= UInt64(n)
+                            done += UInt64(n)
+                        } else if n == 0 {
+                            throw IOFailure(path: leaf.image.path, operation: "splice at offset \(at)", errno: EIO,
+                                            hint: "the image ended early: was it truncated while in use?")
+                        } else if errno != EINTR {
+                            if done == 0 && (errno == EINVAL || errno == ENOSYS) { throw SpliceUnsupported() }
+                            let code = errno
+                            throw IOFailure(path: code == EPIPE ? out.path : leaf.image.path, operation: "splice", errno: code)
+                        }
+                        options.progress?.update(done)
+                    }
+                default:
+                    if case .error = extent.source {
+                        errors.append(start: extent.start.value, length: extent.length.value)
+                    }
+                    while left > 0 {
+                        let n = imgmap_vmsplice(out.fd, Self.zeroPages, min(left, UInt64(Self.zeroPagesSize)))
+                        if n > 0 {
+                            left -= UInt64(n)
+                            done += UInt64(n)
+                        } else if n < 0 && errno != EINTR {
+                            throw IOFailure(path: out.path, operation: "vmsplice", errno: errno)
+                        }
+                        options.progress?.update(done)
+                    }
+                }
+            }
+        } catch is SpliceUnsupported {
+            return try composeBuffered(out, stream: true)
+        }
+        return Report(bytes: map.size.bytes, errors: errors)
+    }
+
+    struct SpliceUnsupported: Error {}
+
+    /// Zeros for vmsplice: the pipe references these pages after the call returns, so they are never
+    /// written and never freed (allocated once per process).
+    nonisolated(unsafe) static let zeroPages: UnsafeMutableRawPointer = calloc(1, zeroPagesSize)!
+    static let zeroPagesSize = 1 << 20
 
     /// Regular-file output with holes.
     func composeToFile(_ out: ImageFile) throws -> Report {
