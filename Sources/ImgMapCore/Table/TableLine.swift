@@ -9,10 +9,41 @@ public struct TableLine: Sendable, Equatable {
     public var arguments: [String]
 }
 
-/// A device's table: its name, the file it came from, its segment lines in order.
+/// A device's table: its name, the file it came from, and where its segment lines are in the file's
+/// bytes. Lines are checked for format when the file is read (as dmsetup reads the whole table before
+/// loading it) but split into `TableLine`s only as the loader walks them, so a million-line table is
+/// never held as a million argument arrays.
 public struct TableText: Sendable {
     public var name: String
     /// The file as the user named it, for messages.
     public var path: String
-    public var lines: [TableLine]
+    let bytes: [UInt8]
+    var spans: [LineSpan]
+
+    /// A segment line: its number and its bytes after any `NAME: ` prefix, trimmed.
+    struct LineSpan: Sendable {
+        var number: Int
+        var lo: Int
+        var hi: Int
+    }
+
+    public var lineCount: Int { spans.count }
+
+    /// Calls `body` with each segment line in order.
+    public func forEachLine(_ body: (TableLine) throws -> Void) rethrows {
+        for span in spans {
+            // The format was checked when the table was read, so this parse cannot fail.
+            guard let line = try? TableParser.parseSegment(bytes, span.lo, span.hi, number: span.number, path: path) else {
+                preconditionFailure("\(path):\(span.number): line changed between two parses")
+            }
+            try body(line)
+        }
+    }
+
+    /// All segment lines (for tests and small tables).
+    public var lines: [TableLine] {
+        var result: [TableLine] = []
+        forEachLine { result.append($0) }
+        return result
+    }
 }

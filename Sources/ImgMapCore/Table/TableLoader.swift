@@ -141,9 +141,20 @@ public struct TableLoader {
             defer { building.removeLast() }
 
             var segments: [Segment] = []
-            segments.reserveCapacity(text.lines.count)
+            segments.reserveCapacity(text.lineCount)
             var end: UInt64 = 0
-            for line in text.lines {
+            var lookupError: Error?
+            let context = TargetContext { token throws(TargetError) in
+                do {
+                    return try self.resolve(token, from: name)
+                } catch let error as TargetError {
+                    throw error
+                } catch {
+                    lookupError = error
+                    throw TargetError("Device lookup failed")
+                }
+            }
+            try text.forEachLine { line in
                 let fail = { (message: String, detail: String?) in
                     TableError(path: text.path, line: line.number, message: message, detail: detail)
                 }
@@ -161,21 +172,10 @@ public struct TableLoader {
                         ? "segment starts at \(line.start), the previous one ends at \(end) (sectors \(end)..<\(line.start) are unmapped)"
                         : "segment starts at \(line.start), inside or before the previous one, which ends at \(end)")
                 }
-                var lookupError: Error?
-                let context = TargetContext { token throws(TargetError) in
-                    do {
-                        return try self.resolve(token, from: name)
-                    } catch let error as TargetError {
-                        throw error
-                    } catch {
-                        lookupError = error
-                        throw TargetError("Device lookup failed")
-                    }
-                }
                 let target: any Target
                 do {
                     target = try type.init(arguments: line.arguments, length: Sector(line.length), context: context)
-                } catch {
+                } catch let error as TargetError {
                     if let lookupError { throw lookupError }
                     throw TableError(path: text.path, line: line.number, target: line.target, message: error.message,
                                      detail: error.detail, hint: error.hint, exitStatus: error.exitStatus)

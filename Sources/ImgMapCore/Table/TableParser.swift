@@ -40,12 +40,13 @@ public enum TableParser {
                 name = String(decoding: bytes[lo..<prefixEnd - 1], as: UTF8.self)
                 lo = prefixEnd
             }
-            let line = try parseSegment(bytes, lo, hi, number: lineNumber, path: path)
+            try checkSegmentFormat(bytes, lo, hi, number: lineNumber, path: path)
+            let span = TableText.LineSpan(number: lineNumber, lo: lo, hi: hi)
             if let index = indexByName[name] {
-                tables[index].lines.append(line)
+                tables[index].spans.append(span)
             } else {
                 indexByName[name] = tables.count
-                tables.append(TableText(name: name, path: path, lines: [line]))
+                tables.append(TableText(name: name, path: path, bytes: bytes, spans: [span]))
             }
         }
         if tables.isEmpty {
@@ -53,6 +54,20 @@ public enum TableParser {
                              detail: "the table has no segment lines", hint: "a table needs at least one `<start> <length> <target> <args…>` line")
         }
         return tables
+    }
+
+    /// dmsetup's format check of a segment line: start, length and a target name are there. Allocates
+    /// nothing; the line is split into arguments only when the loader reaches it.
+    static func checkSegmentFormat(_ b: [UInt8], _ lo: Int, _ hi: Int, number: Int, path: String) throws(TableError) {
+        func invalid(_ what: String) -> TableError {
+            TableError(path: path, line: number, message: "Invalid format",
+                       detail: what, hint: "a segment line is `<start> <length> <target> <args…>` in 512-byte sectors")
+        }
+        guard let (_, afterStart) = scanULL(b, lo, hi) else { throw invalid("start is not a number") }
+        guard let (_, afterLength) = scanULL(b, afterStart, hi) else { throw invalid("length is not a number") }
+        var i = afterLength
+        while i < hi && isCSpace(b[i]) { i += 1 }
+        guard i < hi else { throw invalid("no target type") }
     }
 
     /// One segment line between `lo` and `hi` (already trimmed, not a comment).
@@ -122,7 +137,14 @@ public enum TableParser {
         while true {
             while i < hi && isKernelSpace(b[i]) { i += 1 }
             if i >= hi { return args }
+            let argStart = i
+            while i < hi && !isKernelSpace(b[i]) && b[i] != UInt8(ascii: "\\") { i += 1 }
+            if i >= hi || isKernelSpace(b[i]) {
+                args.append(String(decoding: b[argStart..<i], as: UTF8.self))
+                continue
+            }
             current.removeAll(keepingCapacity: true)
+            current.append(contentsOf: b[argStart..<i])
             while i < hi {
                 if b[i] == UInt8(ascii: "\\") && i + 1 < hi {
                     current.append(b[i + 1])
