@@ -206,6 +206,17 @@ struct CLITests {
         }
     }
 
+    @Test func outputThatIsTheDmsetupLsFileIsRefused() throws {
+        let f = CLIFixture()
+        let dump = f.folder.write("dump.txt", "lv: 0 8 linear 253:0 0\npool: 0 32 linear 8:16 0\n")
+        let ls = f.folder.write("ls.txt", "pool\t(253:0)\n")
+        try expectUnchanged(f.images + [dump, ls]) {
+            let run = try imgmap(["compose", dump, "--dmsetup-ls", ls, "--dev", "8:16=\(f.a)", "-o", ls], in: f.folder)
+            #expect(run.status == 64)
+            #expect(run.stderr.contains("the output is also an input"), "\(run.stderr)")
+        }
+    }
+
     @Test func outputThatIsAHardLinkToAnImageIsRefused() throws {
         let f = CLIFixture()
         let table = f.folder.write("t.table", CLIFixture.cleanTable)
@@ -276,6 +287,25 @@ struct CLITests {
         #expect(run.status == 0, "\(run.stderr)")
         #expect(fileExists(f.folder.file("errors.txt")))
         #expect(fileSize(f.folder.file("errors.txt")) == 0)
+    }
+
+    @Test func errorsFileIsReplacedOnARerun() throws {
+        let f = CLIFixture()
+        let table = f.folder.write("t.table", CLIFixture.mixedTable)
+        f.folder.write("errors.txt", "stale\n")
+        let run = try imgmap(["compose", table] + f.devs + ["-o", "out.img", "--on-error", "zero", "--errors", "errors.txt"], in: f.folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(String(decoding: readBytes(f.folder.file("errors.txt")), as: UTF8.self) == "80 16\n")
+    }
+
+    @Test func errorsFileThatIsAnImageIsRefused() throws {
+        let f = CLIFixture()
+        let table = f.folder.write("t.table", CLIFixture.mixedTable)
+        try expectUnchanged(f.images + [table]) {
+            let run = try imgmap(["compose", table] + f.devs + ["-o", "out.img", "--on-error", "zero", "--errors", f.b], in: f.folder)
+            #expect(run.status == 64)
+        }
+        #expect(f.leftovers(besides: ["t.table"]) == [])
     }
 
     // MARK: map and check
