@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import Synchronization
 import Testing
 
 @testable import ImgMapCore
@@ -67,7 +66,9 @@ final class TemporaryDirectory: @unchecked Sendable {
 /// user) so runs do not leave copies behind; each image is written beside its name and renamed into
 /// place, so concurrent runs never see a partial one.
 enum GoldenImages {
-    private static let cache = Mutex<[String: String]>([:])
+    /// Paths by key. An NSLock (a pthread mutex) rather than `Mutex`, so ThreadSanitizer sees the lock.
+    nonisolated(unsafe) private static var cache: [String: String] = [:]
+    private static let lock = NSLock()
     private static let folder: String = {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("imgmap-test-images-\(getuid())").path
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -102,13 +103,13 @@ enum GoldenImages {
     /// The path of the image, generating it on first use.
     static func path(_ name: String, sectors: UInt64, extra: UInt64 = 0) -> String {
         let key = "\(name)-\(sectors)+\(extra).img"
-        return cache.withLock { paths in
-            if let path = paths[key] { return path }
+        return lock.withLock {
+            if let path = cache[key] { return path }
             let path = folder + "/" + key
             let part = "\(path).part-\(getpid())"
             write(name, sectors: sectors, extra: extra, to: part)
             precondition(rename(part, path) == 0, "cannot rename \(part)")
-            paths[key] = path
+            cache[key] = path
             return path
         }
     }
