@@ -52,7 +52,7 @@ struct ComposeCommand: ParsableCommand {
     func run() throws {
         let loaded = try tables.load()
         let map = SectorMap(top: loaded.top)
-        let inputs = try inputFiles(loaded, extra: [errors])
+        let inputs = try inputFiles(loaded, extra: [tables.dmsetupLs])
         let out = try OutputFile(path: output, inputs: inputs)
         let options = Compose.Options(
             onError: onError, sparse: sparse, digest: digest,
@@ -77,10 +77,10 @@ struct ComposeCommand: ParsableCommand {
     }
 }
 
-/// The inputs an output must not overwrite: images and table files.
+/// The inputs an output must not overwrite: images, table files and `extra` files read (`--dmsetup-ls`).
 func inputFiles(_ loaded: TableLoader.Loaded, extra: [String?] = []) throws -> [ImageFile] {
     var files = loaded.leaves.map(\.image)
-    for path in loaded.tablePaths {
+    for path in loaded.tablePaths + extra.compactMap({ $0 }).filter({ $0 != "-" }) {
         if let file = try? ImageFile(openForReading: path) { files.append(file) }
     }
     return files

@@ -86,10 +86,15 @@ public struct SectorMap: Sendable {
         }
     }
 
-    /// The extent holding `sector`, cut to start there. O(depth · log n).
+    /// The extent holding `sector`, cut to start there; nil past the end of the device. O(depth · log n)
+    /// plus the pieces merged into the extent.
     public func extent(at sector: Sector) -> Extent? {
-        var found: Extent?
-        Self.resolve(top, sector: sector.value, count: 1, position: sector.value, origin: nil) { found = $0 }
-        return found
+        struct Found: Error { let extent: Extent }
+        do {
+            try forEachExtent(from: sector) { throw Found(extent: $0) }
+        } catch let found as Found {
+            return found.extent
+        } catch {}
+        return nil
     }
 }

@@ -1,0 +1,250 @@
+import Crypto
+import Foundation
+import Testing
+
+@testable import ImgMapCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Helpers shared by the test files: fixture paths, temporary folders, generated images, hashes, and
+// loading tables from text without touching the disk for the table itself.
+
+/// `Tests/ImgMapCoreTests/Fixtures`, found from this file's path so the tests run from any directory.
+let fixturesURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+/// The package root (two levels above this test target's folder).
+let packageRootURL = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().deletingLastPathComponent()
+
+/// A fresh folder under the system temporary directory, removed when the value goes away.
+final class TemporaryDirectory: @unchecked Sendable {
+    let url: URL
+    var path: String { url.path }
+
+    init(_ label: String = "imgmap-test") {
+        let base = FileManager.default.temporaryDirectory
+        url = base.appendingPathComponent("\(label)-\(getpid())-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: url) }
+
+    func file(_ name: String) -> String { url.appendingPathComponent(name).path }
+
+    /// Writes `text` to `name` in this folder and returns its path.
+    @discardableResult
+    func write(_ name: String, _ text: String) -> String {
+        let path = file(name)
+        try! Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// A sparse file of `sectors` × 512 + `extraBytes` bytes: enough for tests that only need a size.
+    @discardableResult
+    func sparseImage(_ name: String, sectors: UInt64, extraBytes: UInt64 = 0) -> String {
+        let path = file(name)
+        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+        precondition(fd >= 0, "cannot create \(path)")
+        precondition(ftruncate(fd, off_t(sectors * 512 + extraBytes)) == 0)
+        close(fd)
+        return path
+    }
+
+    /// The names of the entries in this folder.
+    func entries() -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted()
+    }
+}
+
+// MARK: - The golden image rule
+
+/// Golden images: sector s of image NAME is `"NAME:<s, 12 digits>\n"` repeated and cut to 512 bytes;
+/// `extra` more bytes (the start of sector `sectors`) make a partial tail. Each (name, sectors, extra)
+/// is written once per test run and shared by every test that needs it. The folder is fixed (one per
+/// user) so runs do not leave copies behind; each image is written beside its name and renamed into
+/// place, so concurrent runs never see a partial one.
+enum GoldenImages {
+    /// Paths by key. An NSLock (a pthread mutex) rather than `Mutex`, so ThreadSanitizer sees the lock.
+    nonisolated(unsafe) private static var cache: [String: String] = [:]
+    private static let lock = NSLock()
+    private static let folder: String = {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("imgmap-test-images-\(getuid())").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }()
+
+    /// The bytes of sector `s` of image `name`.
+    static func sector(_ name: String, _ s: UInt64) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 512)
+        fillSector(name, s, into: &out, at: 0)
+        return out
+    }
+
+    /// Writes sector `s` of `name` at `at` in `buffer` (512 bytes): the label once, then doubling copies.
+    static func fillSector(_ name: String, _ s: UInt64, into buffer: inout [UInt8], at: Int) {
+        let digits = String(s)
+        let label = Array(name.utf8) + [UInt8(ascii: ":")]
+            + [UInt8](repeating: UInt8(ascii: "0"), count: max(0, 12 - digits.utf8.count)) + Array(digits.utf8) + [UInt8(ascii: "\n")]
+        buffer.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress! + at
+            let first = min(label.count, 512)
+            label.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: first) }
+            var filled = first
+            while filled < 512 {
+                let n = min(filled, 512 - filled)
+                (base + filled).copyMemory(from: base, byteCount: n)
+                filled += n
+            }
+        }
+    }
+
+    /// The path of the image, generating it on first use.
+    static func path(_ name: String, sectors: UInt64, extra: UInt64 = 0) -> String {
+        let key = "\(name)-\(sectors)+\(extra).img"
+        return lock.withLock {
+            if let path = cache[key] { return path }
+            let path = folder + "/" + key
+            let part = "\(path).part-\(getpid())"
+            write(name, sectors: sectors, extra: extra, to: part)
+            precondition(rename(part, path) == 0, "cannot rename \(part)")
+            cache[key] = path
+            return path
+        }
+    }
+
+    /// The whole image in memory (for small expectations in tests).
+    static func bytes(_ name: String, sectors: UInt64, extra: UInt64 = 0) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(sectors * 512))
+        for s in 0..<sectors { fillSector(name, s, into: &out, at: Int(s) * 512) }
+        if extra > 0 { out += sector(name, sectors)[0..<Int(extra)] }
+        return out
+    }
+
+    private static func write(_ name: String, sectors: UInt64, extra: UInt64, to path: String) {
+        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+        precondition(fd >= 0, "cannot create \(path)")
+        defer { close(fd) }
+        let batch: UInt64 = 2048
+        var buffer = [UInt8](repeating: 0, count: Int(batch * 512))
+        var base: UInt64 = 0
+        while base < sectors {
+            let n = min(batch, sectors - base)
+            for k in 0..<n { fillSector(name, base + k, into: &buffer, at: Int(k) * 512) }
+            writeAll(fd, buffer, count: Int(n * 512))
+            base += n
+        }
+        if extra > 0 { writeAll(fd, sector(name, sectors), count: Int(extra)) }
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], count: Int) {
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < count {
+                let n = Glibc.write(fd, raw.baseAddress! + done, count - done)
+                precondition(n > 0, "write failed")
+                done += n
+            }
+        }
+    }
+}
+
+// MARK: - Hashes
+
+/// SHA-256 of a file, hex, read 1 MiB at a time; nil when the file cannot be opened.
+func sha256(file path: String) -> String? {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var hasher = SHA256()
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        if n <= 0 { break }
+        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+    }
+    return hex(hasher.finalize())
+}
+
+func sha256(_ bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
+
+func hex(_ digest: SHA256.Digest) -> String { digest.map { String(format: "%02x", $0) }.joined() }
+
+func fileSize(_ path: String) -> UInt64? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return UInt64(st.st_size)
+}
+
+func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+
+func readBytes(_ path: String) -> [UInt8] { [UInt8](FileManager.default.contents(atPath: path) ?? Data()) }
+
+// MARK: - Loading tables from text
+
+/// Loads tables given as text: `lower` in order (name, text), then `top` as the positional table.
+/// Table paths are their names (`t.table`, `NAME.table`), so errors read `t.table:3: …`.
+func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String: String] = [:],
+                topPath: String = "t.table", top topName: String? = nil,
+                strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
+    var texts: [String: [UInt8]] = [topPath: Array(top.utf8)]
+    var files: [Bindings.TableFile] = []
+    for (name, text) in lower {
+        texts["\(name).table"] = Array(text.utf8)
+        files.append(.init(name: name, path: "\(name).table"))
+    }
+    files.append(.init(name: nil, path: topPath))
+    let bindings = Bindings(tables: files, devices: devices.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) },
+                            top: topName)
+    var loader = TableLoader(bindings: bindings, strictness: strictness)
+    loader.readTable = { path in
+        guard let bytes = texts[path] else { throw IOFailure(path: path, operation: "open", errno: ENOENT, exitStatus: .noInput) }
+        return bytes
+    }
+    return try loader.load()
+}
+
+/// The failure `body` throws, if it is an `ImgMapFailure`; records an issue otherwise.
+func failure(sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) -> (any ImgMapFailure)? {
+    do {
+        try body()
+        Issue.record("expected an error, none was thrown", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as any ImgMapFailure {
+        return error
+    } catch {
+        Issue.record("expected an ImgMapFailure, got \(type(of: error)): \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
+
+/// The table error loading `top` gives (see `loadTables`).
+func loadError(_ top: String, lower: [(String, String)] = [], devices: [String: String] = [:], topName: String? = nil,
+               sourceLocation: SourceLocation = #_sourceLocation) -> (any ImgMapFailure)? {
+    failure(sourceLocation: sourceLocation) { _ = try loadTables(top, lower: lower, devices: devices, top: topName) }
+}
+
+/// Every extent of the map, in order.
+func extents(_ map: SectorMap, from: UInt64 = 0, to: UInt64? = nil) -> [Extent] {
+    var out: [Extent] = []
+    map.forEachExtent(from: Sector(from), to: to.map { Sector($0) }) { out.append($0) }
+    return out
+}
+
+/// An extent reduced to what tests compare: `start length kind [file offset]`.
+func summary(_ e: Extent) -> String {
+    switch e.source {
+    case .data(let leaf, let offset): "\(e.start) \(e.length) data \(URL(fileURLWithPath: leaf.path).lastPathComponent) \(offset)"
+    case .zero: "\(e.start) \(e.length) zero"
+    case .error: "\(e.start) \(e.length) error"
+    }
+}
+
+/// The mapped device's bytes read through `MapReader` (zeros for errors).
+func readAll(_ map: SectorMap) throws -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: Int(map.size.bytes))
+    let reader = MapReader(map: map, onError: .zero)
+    try out.withUnsafeMutableBytes { try reader.read(into: $0, at: .zero) }
+    return out
+}
