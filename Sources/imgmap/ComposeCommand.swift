@@ -52,7 +52,7 @@ struct ComposeCommand: ParsableCommand {
     func run() throws {
         let loaded = try tables.load()
         let map = SectorMap(top: loaded.top)
-        let inputs = try inputFiles(loaded, extra: [tables.dmsetupLs])
+        let inputs = try inputFiles(loaded, extra: [tables.devices.dmsetupLs])
         let out = try OutputFile(path: output, inputs: inputs)
         let options = Compose.Options(
             onError: onError, sparse: sparse, digest: digest,

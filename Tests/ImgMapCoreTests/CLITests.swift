@@ -28,8 +28,8 @@ func imgmap(_ arguments: [String], stdin: String? = nil, stdoutTo: String? = nil
     let io = TemporaryDirectory("imgmap-cli-io")
     let outPath = io.file("stdout")
     let errPath = io.file("stderr")
-    FileManager.default.createFile(atPath: outPath, contents: nil)
-    FileManager.default.createFile(atPath: errPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutTo ?? outPath))
     process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
     if let stdin {
