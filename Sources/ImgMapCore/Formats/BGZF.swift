@@ -48,6 +48,11 @@ struct BGZFMemberHeader: Equatable {
         case notGzip
         case gzipWithoutBC
         case badBSIZE(Int)
+
+        var isShort: Bool {
+            if case .short = self { return true }
+            return false
+        }
     }
 
     /// Parses the member header at the start of `bytes`; needs 12 + XLEN bytes (18 for common files).
