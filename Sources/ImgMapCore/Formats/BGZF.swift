@@ -24,9 +24,8 @@ public let bgzfEOFMember: [UInt8] = [
 
 /// The fixed part of a gzip header (RFC 1952 §2.3): magic, CM, FLG, MTIME, XFL, OS, then XLEN.
 enum GzipHeader {
-    static let magic0: UInt8 = 0x1f
-    static let magic1: UInt8 = 0x8b
-    static let methodDeflate: UInt8 = 8
+    /// ID1 ID2 (the gzip magic) and CM 8 (deflate).
+    static let magicAndMethod: [UInt8] = [0x1f, 0x8b, 0x08]
     static let flagExtra: UInt8 = 0x04
     /// FHCRC, FNAME, FCOMMENT: BGZF members never set them.
     static let flagsNotInBGZF: UInt8 = 0x02 | 0x08 | 0x10
@@ -58,13 +57,8 @@ struct BGZFMemberHeader: Equatable {
     /// Parses the member header at the start of `bytes`; needs 12 + XLEN bytes (18 for common files).
     /// Costs a scan of the extra field; no I/O.
     static func parse(_ bytes: UnsafeRawBufferPointer) -> Result<BGZFMemberHeader, Problem> {
-        guard bytes.count >= 4 else {
-            if bytes.count >= 1 && bytes[0] != GzipHeader.magic0 { return .failure(.notGzip) }
-            if bytes.count >= 2 && bytes[1] != GzipHeader.magic1 { return .failure(.notGzip) }
-            return .failure(.short(needed: GzipHeader.fixedSize))
-        }
-        guard bytes[0] == GzipHeader.magic0, bytes[1] == GzipHeader.magic1, bytes[2] == GzipHeader.methodDeflate
-        else { return .failure(.notGzip) }
+        for i in 0..<min(3, bytes.count) where bytes[i] != GzipHeader.magicAndMethod[i] { return .failure(.notGzip) }
+        guard bytes.count >= 4 else { return .failure(.short(needed: GzipHeader.fixedSize)) }
         let flags = bytes[3]
         guard flags & GzipHeader.flagExtra != 0, flags & GzipHeader.flagsNotInBGZF == 0 else {
             return .failure(.gzipWithoutBC)
