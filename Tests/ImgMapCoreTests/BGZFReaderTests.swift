@@ -66,20 +66,39 @@ import Testing
         #expect(try decompressFile(dir.file("12.gz")) == first + second)
     }
 
-    @Test func decompressImageWritesTheWholeContentOrARange() throws {
+    @Test(arguments: [1, 3])
+    func decompressImageWritesTheWholeContentOrARange(threads: Int) throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
-        let input = DataKind.mixed.bytes(20 * bgzfMaxInputPerBlock + 3)
+        let input = DataKind.mixed.bytes(40 * bgzfMaxInputPerBlock + 3)
         try compressToFile(input, path: dir.file("d.gz"))
         let source = try ImageFile(openForReading: dir.file("d.gz"))
-        try decompressImage(input: source, output: try createFile(dir.file("all")))
+        try decompressImage(input: source, output: try createFile(dir.file("all")), threads: threads)
         #expect(try readFile(dir.file("all")) == input)
-        let summary = try decompressImage(input: source, output: try createFile(dir.file("part")), offset: 100_000, length: 500_000)
-        #expect(summary.uncompressedBytes == 500_000)
-        #expect(try readFile(dir.file("part")) == Array(input[100_000..<600_000]))
+        for (offset, length) in [(100_000, 1_500_000), (0, 0), (input.count - 1, 1), (12345, input.count - 12345)] {
+            let summary = try decompressImage(input: source, output: try createFile(dir.file("part")), offset: UInt64(offset),
+                                              length: UInt64(length), threads: threads)
+            #expect(summary.uncompressedBytes == UInt64(length))
+            #expect(try readFile(dir.file("part")) == Array(input[offset..<(offset + length)]), "\(length) bytes at \(offset)")
+        }
         #expect(throws: PlainFailure("\(dir.file("d.gz")): range \(input.count - 1)+2 is beyond the uncompressed size (\(input.count) bytes)", .usage)) {
             try decompressImage(input: source, output: try createFile(dir.file("x")), offset: UInt64(input.count - 1), length: 2)
         }
+    }
+
+    @Test func decompressImageReportsACorruptMemberFoundByAWorker() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        try compressToFile(DataKind.random.bytes(40 * bgzfMaxInputPerBlock), path: dir.file("k.gz"), level: 0)
+        var bytes = try readFile(dir.file("k.gz"))
+        let member = Int(try decompressIndex(dir.file("k.gz")).entries[30].compressedOffset)
+        bytes[member + 1000] ^= 1
+        try writeFile(dir.file("k.gz"), bytes)
+        let error = bgzfError {
+            try decompressImage(input: try ImageFile(openForReading: dir.file("k.gz")), output: try createFile(dir.file("o")), threads: 2)
+        }
+        #expect(error?.offset == UInt64(member))
+        #expect(error?.message.contains("CRC32 mismatch") == true)
     }
 
     // MARK: bad input: each a BGZFError (exit 65) that says what is wrong, never a crash

@@ -23,7 +23,7 @@ public final class BGZFReader {
     public let file: ImageFile
     /// The deflate library in use.
     public let library: DeflateLibrary
-    private let table: BGZFMemberTable
+    let table: BGZFMemberTable
     private let backend: any DeflateBackend
     /// One member as read from the file (≤ 64 KiB).
     private let compressed: UnsafeMutableRawBufferPointer
@@ -53,7 +53,8 @@ public final class BGZFReader {
         self.init(file: file, table: table, library: chosen)
     }
 
-    private init(file: ImageFile, table: BGZFMemberTable, library: DeflateLibrary) {
+    /// A reader over an already built table: no I/O.
+    init(file: ImageFile, table: BGZFMemberTable, library: DeflateLibrary) {
         self.file = file
         self.table = table
         self.library = library
