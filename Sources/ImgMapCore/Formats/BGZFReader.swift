@@ -35,6 +35,7 @@ public final class BGZFReader {
     /// truncated, oversized member, missing EOF member, empty file, a `.gzi` that does not fit the file.
     public convenience init(file: ImageFile, index: IndexSource = .automatic, library: DeflateLibrary? = nil) throws {
         let chosen = try library ?? DeflateLibrary.fromEnvironment()
+        try chosen.checkAvailable()
         let gzi: (BGZFIndex, String)?
         switch index {
         case .walkHeaders:

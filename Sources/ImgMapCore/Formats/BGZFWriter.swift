@@ -59,9 +59,7 @@ public final class BGZFWriter {
             throw PlainFailure("\(options.threads) compression threads: need at least 1", .usage)
         }
         let library = try options.library ?? DeflateLibrary.fromEnvironment()
-        if library == .libdeflate && !DeflateLibrary.isLibDeflateAvailable {
-            throw PlainFailure("libdeflate requested but libdeflate.so.0 cannot be loaded", .usage)
-        }
+        try library.checkAvailable()
         self.output = output
         self.options = options
         self.library = library

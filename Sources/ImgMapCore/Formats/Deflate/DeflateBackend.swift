@@ -46,6 +46,13 @@ public enum DeflateLibrary: String, Sendable, CaseIterable {
         return library
     }
 
+    /// Throws a usage error (64) when this is libdeflate and it cannot be loaded.
+    public func checkAvailable() throws(PlainFailure) {
+        if self == .libdeflate, case .failure(let why) = LibDeflateSymbols.shared.state {
+            throw PlainFailure("libdeflate requested but libdeflate.so.0 cannot be loaded: \(why)", .usage)
+        }
+    }
+
     /// A fresh engine for the calling thread. libdeflate must be loadable (`isLibDeflateAvailable`);
     /// callers get their library from `fromEnvironment()` or check first.
     func makeBackend() -> any DeflateBackend {

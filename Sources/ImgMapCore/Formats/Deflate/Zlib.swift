@@ -22,9 +22,8 @@ final class ZlibBackend: DeflateBackend {
 
     func compress(_ input: UnsafeRawBufferPointer, level: Int, into output: UnsafeMutableRawBufferPointer) -> Int? {
         guard let stream = deflater(level: level), let out = output.baseAddress else { return nil }
-        var scratch: UInt8 = 0
+        // zlib accepts a null next_in when avail_in is 0.
         stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
-            ?? withUnsafeMutablePointer(to: &scratch) { $0 }
         stream.pointee.avail_in = uInt(input.count)
         stream.pointee.next_out = out.assumingMemoryBound(to: Bytef.self)
         stream.pointee.avail_out = uInt(output.count)
@@ -36,19 +35,17 @@ final class ZlibBackend: DeflateBackend {
 
     func inflate(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Bool {
         guard let stream = inflater() else { return false }
-        var scratchIn: UInt8 = 0
-        var scratchOut: UInt8 = 0
-        return withUnsafeMutablePointer(to: &scratchIn) { emptyIn in
-            withUnsafeMutablePointer(to: &scratchOut) { emptyOut in
-                stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self)) ?? emptyIn
-                stream.pointee.avail_in = uInt(input.count)
-                stream.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self) ?? emptyOut
-                stream.pointee.avail_out = uInt(output.count)
-                let status = CZlib.inflate(stream, Z_FINISH)
-                let complete = status == Z_STREAM_END && stream.pointee.avail_out == 0
-                CZlib.inflateReset(stream)
-                return complete
-            }
+        // zlib refuses a null next_out even for an empty output (an empty member), so point it somewhere.
+        var scratch: UInt8 = 0
+        return withUnsafeMutablePointer(to: &scratch) { empty in
+            stream.pointee.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.pointee.avail_in = uInt(input.count)
+            stream.pointee.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self) ?? empty
+            stream.pointee.avail_out = uInt(output.count)
+            let status = CZlib.inflate(stream, Z_FINISH)
+            let complete = status == Z_STREAM_END && stream.pointee.avail_out == 0
+            CZlib.inflateReset(stream)
+            return complete
         }
     }
 
