@@ -35,12 +35,12 @@ final class BGZFCompressionQueue: @unchecked Sendable {
     private var stopping = false
     private var runningWorkers = 0
 
-    /// Allocates the ring, computes the zero-block member and starts `threads` worker threads.
+    /// Allocates the ring, fetches the zero-block member and starts `threads` worker threads.
     init(threads: Int, slotsPerThread: Int, level: Int, library: DeflateLibrary) {
         slotCount = max(2, threads * slotsPerThread)
         encoder = BGZFMemberEncoder(level: level)
         self.library = library
-        zeroMember = encoder.zeroBlockMember(backend: library.makeBackend())
+        zeroMember = BGZFZeroMemberCache.shared.member(level: level, library: library)
         inputs = .allocate(byteCount: slotCount * bgzfMaxInputPerBlock, alignment: 64)
         outputs = .allocate(byteCount: slotCount * bgzfMaxMemberSize, alignment: 64)
         inputLengths = Array(repeating: 0, count: slotCount)
