@@ -12,7 +12,7 @@ import Testing
 
     @Test(.enabled(if: toolExists("bgzip"), Comment(rawValue: bgzipMissing)), arguments: availableLibraries)
     func readsBgzipOutputAtRandomOffsetsWithAndWithoutItsIndex(library: DeflateLibrary) throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(30 * bgzfMaxInputPerBlock + 4321, seed: 7)
         try writeFile(dir.file("b"), input)
@@ -36,7 +36,7 @@ import Testing
 
     @Test(.enabled(if: toolExists("bgzip"), Comment(rawValue: bgzipMissing)))
     func readsBgzipsEmptyFileAndItsAllOnesIndex() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try writeFile(dir.file("e"), [])
         #expect(try shell("bgzip -i -c -I '\(dir.file("e.gz.gzi"))' '\(dir.file("e"))' > '\(dir.file("e.gz"))'") == 0)
@@ -44,7 +44,7 @@ import Testing
     }
 
     @Test func readsPastTheEndAsShortAndAtTheEndAsNothing() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(bgzfMaxInputPerBlock + 100)
         try compressToFile(input, path: dir.file("s.gz"))
@@ -56,7 +56,7 @@ import Testing
     }
 
     @Test func concatenatedBGZFFilesReadAsTheirConcatenation() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let first = DataKind.mixed.bytes(bgzfMaxInputPerBlock + 5, seed: 1)
         let second = DataKind.random.bytes(1000, seed: 2)
@@ -68,7 +68,7 @@ import Testing
 
     @Test(arguments: [1, 3])
     func decompressImageWritesTheWholeContentOrARange(threads: Int) throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(40 * bgzfMaxInputPerBlock + 3)
         try compressToFile(input, path: dir.file("d.gz"))
@@ -87,7 +87,7 @@ import Testing
     }
 
     @Test func decompressImageReportsACorruptMemberFoundByAWorker() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.random.bytes(40 * bgzfMaxInputPerBlock), path: dir.file("k.gz"), level: 0)
         var bytes = try readFile(dir.file("k.gz"))
@@ -109,7 +109,7 @@ import Testing
     }
 
     @Test func emptyFileIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try writeFile(dir.file("empty"), [])
         let error = openError(dir.file("empty"))
@@ -118,7 +118,7 @@ import Testing
     }
 
     @Test func plainGzipIsRefusedWithAHintToConvert() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try writeFile(dir.file("plain"), DataKind.mixed.bytes(100_000))
         #expect(try shell("gzip -c '\(dir.file("plain"))' > '\(dir.file("plain.gz"))'") == 0)
@@ -127,7 +127,7 @@ import Testing
     }
 
     @Test func nonGzipIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         for (name, bytes) in [("text", Array("linear 0 2048 disk.img 0\n".utf8)), ("one", [0x1f]), ("magic", [0x1f, 0x8b, 0x07])] {
             try writeFile(dir.file(name), bytes)
@@ -139,7 +139,7 @@ import Testing
     }
 
     @Test func truncatedFileIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.mixed.bytes(3 * bgzfMaxInputPerBlock), path: dir.file("t.gz"))
         let whole = try readFile(dir.file("t.gz"))
@@ -156,7 +156,7 @@ import Testing
     }
 
     @Test func missingEOFMemberIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.mixed.bytes(1000), path: dir.file("n.gz"))
         try writeFile(dir.file("n.gz"), Array(try readFile(dir.file("n.gz")).dropLast(28)))
@@ -165,7 +165,7 @@ import Testing
     }
 
     @Test func flippedByteIsACRCMismatchNamingTheMember() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.random.bytes(3 * bgzfMaxInputPerBlock), path: dir.file("f.gz"), level: 0)
         var bytes = try readFile(dir.file("f.gz"))
@@ -181,7 +181,7 @@ import Testing
     }
 
     @Test func corruptDeflateDataIsRefusedNamingTheMember() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.mixed.bytes(2 * bgzfMaxInputPerBlock), path: dir.file("c.gz"))
         var bytes = try readFile(dir.file("c.gz"))
@@ -196,7 +196,7 @@ import Testing
     }
 
     @Test func memberDeclaringMoreThan64KiBIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.mixed.bytes(1000), path: dir.file("big.gz"))
         var bytes = try readFile(dir.file("big.gz"))
@@ -209,7 +209,7 @@ import Testing
     }
 
     @Test func gziOfAnotherFileIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.mixed.bytes(10 * bgzfMaxInputPerBlock, seed: 1), path: dir.file("a.gz"))
         let otherIndex = try compressToFile(DataKind.random.bytes(10 * bgzfMaxInputPerBlock, seed: 2), path: dir.file("b.gz"))
@@ -220,7 +220,7 @@ import Testing
     }
 
     @Test func gziWithWrongUncompressedOffsetsIsCaughtWhenReading() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(4 * bgzfMaxInputPerBlock)
         var index = try compressToFile(input, path: dir.file("w.gz"))
@@ -233,7 +233,7 @@ import Testing
     }
 
     @Test func malformedGziIsRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.mixed.bytes(1000), path: dir.file("m.gz"))
         try writeFile(dir.file("m.gz.gzi"), [1, 0, 0])
@@ -243,7 +243,7 @@ import Testing
     }
 
     @Test func randomGarbageNeverCrashesTheReader() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(3 * bgzfMaxInputPerBlock)
         try compressToFile(input, path: dir.file("g.gz"))

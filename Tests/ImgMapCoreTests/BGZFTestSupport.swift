@@ -2,20 +2,6 @@ import Foundation
 import Testing
 @testable import ImgMapCore
 
-/// A fresh directory under the system temp dir, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        path = NSTemporaryDirectory() + "imgmap-bgzf-test-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// Deterministic test data: SplitMix64, so failures reproduce.
 struct TestData {
     private var state: UInt64

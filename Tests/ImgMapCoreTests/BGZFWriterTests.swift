@@ -7,7 +7,7 @@ import Testing
 
     @Test(arguments: availableLibraries, DataKind.allCases)
     func writerOutputReadsBackExactly(library: DeflateLibrary, kind: DataKind) throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         for size in Self.sizes {
             let input = kind.bytes(size)
@@ -18,7 +18,7 @@ import Testing
     }
 
     @Test func outputEndsWithTheStandardEOFMember() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         for size in [0, 1000] {
             let path = dir.file("\(size).gz")
@@ -31,7 +31,7 @@ import Testing
 
     @Test(arguments: availableLibraries)
     func gzipDecompressesWriterOutputExactly(library: DeflateLibrary) throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(2 * 1024 * 1024 + 7)
         try writeFile(dir.file("input"), input)
@@ -64,7 +64,7 @@ import Testing
     }
 
     @Test func zeroBlocksAreWrittenAsThePrecomputedMember() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         try compressToFile(DataKind.zero.bytes(4 * bgzfMaxInputPerBlock), path: dir.file("z.gz"))
         let zeroMember = BGZFMemberEncoder(level: 6).zeroBlockMember(backend: DeflateLibrary.zlib.makeBackend())
@@ -72,7 +72,7 @@ import Testing
     }
 
     @Test func chunkingAndThreadCountDoNotChangeTheOutput() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(40 * bgzfMaxInputPerBlock + 999)
         let reference = try compressToFile(input, path: dir.file("ref.gz"), threads: 1)
@@ -85,7 +85,7 @@ import Testing
 
     @Test(arguments: [0, 1, 9])
     func everyLevelRoundTrips(level: Int) throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(5 * bgzfMaxInputPerBlock)
         for library in availableLibraries {
@@ -95,7 +95,7 @@ import Testing
     }
 
     @Test func levelsOutsideZeroToNineAreRefused() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let output = try createFile(dir.file("x.gz"))
         for level in [-1, 10] {
@@ -106,7 +106,7 @@ import Testing
     }
 
     @Test func recordedIndexListsEveryMemberStartButTheFirst() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(3 * bgzfMaxInputPerBlock + 5)
         let index = try compressToFile(input, path: dir.file("i.gz"))
@@ -118,7 +118,7 @@ import Testing
 
     @Test(.enabled(if: toolExists("bgzip"), Comment(rawValue: bgzipMissing)))
     func bgzipReadsWriterOutputAndItsIndex() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(20 * bgzfMaxInputPerBlock + 321)
         let gz = dir.file("w.gz")
@@ -136,7 +136,7 @@ import Testing
     }
 
     @Test func compressImageReadsAPipeAndWritesTheIndex() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory("imgmap-bgzf-test")
         defer { dir.remove() }
         let input = DataKind.mixed.bytes(3 * bgzfMaxInputPerBlock + 17)
         try writeFile(dir.file("in"), input)

@@ -29,7 +29,10 @@ final class TemporaryDirectory: @unchecked Sendable {
         try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
-    deinit { try? FileManager.default.removeItem(at: url) }
+    deinit { remove() }
+
+    /// Removes the folder now (also done when the last reference goes).
+    func remove() { try? FileManager.default.removeItem(at: url) }
 
     func file(_ name: String) -> String { url.appendingPathComponent(name).path }
 
