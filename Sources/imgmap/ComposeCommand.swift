@@ -40,12 +40,20 @@ struct ComposeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Also write the digest line to FILE (sha256sum -c format).", valueName: "FILE"))
     var digestFile: String?
 
+    @OptionGroup var compression: CompressionOptions
+
+    @Flag(help: "Write BGZF (gzip-compatible, seekable) instead of the raw image.")
+    var compress = false
+
     @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
     var progress: ProgressMode = .auto
 
     func validate() throws {
         if digestFile != nil && digest == nil {
             throw ValidationError("--digest-file needs --digest sha256 (or sha512)")
+        }
+        if !compress && compression.isSet {
+            throw ValidationError("--level, --threads and --index need --compress")
         }
     }
 
@@ -54,12 +62,16 @@ struct ComposeCommand: ParsableCommand {
         let map = SectorMap(top: loaded.top)
         let inputs = try inputFiles(loaded, extra: [tables.devices.dmsetupLs])
         let out = try OutputFile(path: output, inputs: inputs)
-        let options = Compose.Options(
+        var options = Compose.Options(
             onError: onError, sparse: sparse, digest: digest,
             progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
+        if compress { options.compress = compression.writerOptions }
         do {
             let report = try Compose(map: map, options: options).run(to: out)
             if let errors { try writeTextFile(errors, report.errors.text, inputs: inputs) }
+            if let index = report.index, let path = compression.index {
+                try writeBinaryFile(path, index.gziBytes(), inputs: inputs)
+            }
             try out.commit()
             if let hex = report.digest {
                 let line = "\(hex)  \(output == "-" ? "-" : output)\n"
@@ -88,8 +100,13 @@ func inputFiles(_ loaded: TableLoader.Loaded, extra: [String?] = []) throws -> [
 
 /// Writes a small text file through a temporary beside it.
 func writeTextFile(_ path: String, _ text: String, inputs: [ImageFile]) throws {
+    try writeBinaryFile(path, Array(text.utf8), inputs: inputs)
+}
+
+/// Writes a small file through a temporary beside it (`-`: stdout).
+func writeBinaryFile(_ path: String, _ bytes: [UInt8], inputs: [ImageFile]) throws {
     let out = try OutputFile(path: path, inputs: inputs)
-    var bytes = Array(text.utf8)
+    var bytes = bytes
     if out.isStream {
         try bytes.withUnsafeBytes { try out.file.append($0) }
     } else {

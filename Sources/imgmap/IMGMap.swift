@@ -28,7 +28,7 @@ struct IMGMap: ParsableCommand {
             error target) · 130/143 interrupted (SIGINT/SIGTERM; partial output removed)
             """,
         version: "0.1.0",
-        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self]
+        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, CompressCommand.self, DecompressCommand.self]
     )
 
     static func main() {

@@ -27,6 +27,8 @@ public struct Compose {
         public var sparse: Sparse = .auto
         /// Hash the composed bytes in the same pass.
         public var digest: DigestAlgorithm?
+        /// Write BGZF (compressed, seekable) instead of the raw device.
+        public var compress: BGZFWriter.Options?
         public var progress: Progress?
         /// Bytes per read/write on the buffered paths.
         public var bufferSize = 4 << 20
@@ -45,6 +47,8 @@ public struct Compose {
         public var errors: SectorRangeList
         /// The digest of the composed bytes (hex), when asked for.
         public var digest: String?
+        /// The BGZF member index, when compressing with `recordIndex`.
+        public var index: BGZFIndex?
     }
 
     public let map: SectorMap
@@ -62,6 +66,11 @@ public struct Compose {
             throw MappedReadError(range: SectorRange(start: first.start.value, length: first.length.value), origin: first.origin)
         }
         let report: Report
+        if let compress = options.compress {
+            report = try composeCompressed(output.file, options: compress)
+            options.progress?.finish(report.bytes)
+            return report
+        }
         switch output.kind {
         case .regularFile where options.digest == nil && options.sparse == .auto:
             report = try composeToFile(output.file)
@@ -130,6 +139,28 @@ public struct Compose {
         return Report(bytes: total, errors: reader.errors, digest: hasher?.finalize())
     }
 
+    /// BGZF output: the device's bytes in order through the parallel compressor, written sequentially
+    /// (file or stream alike).
+    func composeCompressed(_ out: ImageFile, options compress: BGZFWriter.Options) throws -> Report {
+        let writer = try BGZFWriter(output: out, options: compress)
+        let reader = MapReader(map: map, onError: options.onError)
+        var hasher = options.digest?.hasher()
+        let buffer = IOBuffer(size: options.bufferSize)
+        let total = map.size.bytes
+        var done: UInt64 = 0
+        while done < total {
+            let n = Int(min(UInt64(buffer.count), total - done))
+            let slice = UnsafeRawBufferPointer(buffer.prefix(n))
+            try reader.read(into: buffer.prefix(n), at: Sector(done / sectorSize))
+            hasher?.update(slice)
+            try writer.write(slice)
+            done += UInt64(n)
+            options.progress?.update(done)
+        }
+        let index = try writer.finish()
+        return Report(bytes: total, errors: reader.errors, digest: hasher?.finalize(), index: index)
+    }
+
     /// Pipe output without copying through user space: image data is spliced from the page cache into
     /// the pipe, zeros come from one never-written buffer of zeros (vmsplice). Falls back to the buffered
     /// path when the kernel refuses (e.g. an image on a filesystem without splice support).
@@ -137,11 +168,12 @@ public struct Compose {
         _ = imgmap_set_pipe_size(out.fd, 1 << 20)
         var errors = SectorRangeList()
         var done: UInt64 = 0
+        var inflateBuffer: IOBuffer?
         do {
             try map.forEachExtent { extent in
                 var left = extent.length.bytes
                 switch extent.source {
-                case .data(let leaf, let offset) where leaf.backing == .raw:
+                case .data(let leaf, let offset) where leaf.backing.isRaw:
                     var at = offset.bytes
                     while left > 0 {
                         let n = imgmap_splice_to_pipe(leaf.image.fd, Int64(at), out.fd, min(left, 1 << 30))
@@ -157,6 +189,19 @@ public struct Compose {
                             let code = errno
                             throw IOFailure(path: code == EPIPE ? out.path : leaf.image.path, operation: "splice", errno: code)
                         }
+                        options.progress?.update(done)
+                    }
+                case .data(let leaf, let offset):
+                    let buffer = inflateBuffer ?? IOBuffer(size: options.bufferSize)
+                    inflateBuffer = buffer
+                    var at = offset
+                    while left > 0 {
+                        let n = Int(min(UInt64(buffer.count), left))
+                        try MapReader.readLeaf(leaf, into: buffer.prefix(n), at: at)
+                        try out.append(UnsafeRawBufferPointer(buffer.prefix(n)))
+                        at += Sector(UInt64(n) / sectorSize)
+                        left -= UInt64(n)
+                        done += UInt64(n)
                         options.progress?.update(done)
                     }
                 default:
@@ -222,15 +267,33 @@ struct ExtentCopier {
     }
 
     mutating func copy(from leaf: LeafFile, at source: UInt64, count: UInt64, to destination: UInt64) throws {
+        guard leaf.backing.isRaw else { return try inflate(from: leaf, at: source, count: count, to: destination) }
         let end = source + count
         var pos = source
         let key = ObjectIdentifier(leaf)
-        var cursor = runs[key] ?? DataRuns(file: leaf.image)
+        var cursor = runs[key] ?? DataRuns(leaf: leaf)
         defer { runs[key] = cursor }
         while pos < end, let run = cursor.nextData(from: pos), run.lowerBound < end {
             let runEnd = min(run.upperBound, end)
             try copyBytes(from: leaf.image, at: run.lowerBound, count: runEnd - run.lowerBound, to: destination + (run.lowerBound - source))
             pos = runEnd
+        }
+    }
+
+    /// A compressed image has no holes to find: its content is inflated through the buffer, and blocks
+    /// of zeros are left as holes in the (pre-sized) output.
+    mutating func inflate(from leaf: LeafFile, at source: UInt64, count: UInt64, to destination: UInt64) throws {
+        let buffer = self.buffer ?? IOBuffer(size: bufferSize)
+        self.buffer = buffer
+        var done: UInt64 = 0
+        while done < count {
+            let n = Int(min(UInt64(buffer.count), count - done))
+            let slice = buffer.prefix(n)
+            try MapReader.readLeaf(leaf, into: slice, at: Sector((source + done) / sectorSize))
+            if !isAllZero(UnsafeRawBufferPointer(slice)) {
+                try out.write(UnsafeRawBufferPointer(slice), at: destination + done)
+            }
+            done += UInt64(n)
         }
     }
 

@@ -29,7 +29,7 @@ public struct Manifest {
                         try body(start..<extent.end.bytes)
                     case .data(let leaf, let offset):
                         let key = ObjectIdentifier(leaf)
-                        var cursor = runs[key] ?? DataRuns(file: leaf.image)
+                        var cursor = runs[key] ?? DataRuns(leaf: leaf)
                         defer { runs[key] = cursor }
                         let from = offset.bytes
                         let to = from + extent.length.bytes

@@ -163,7 +163,7 @@ public struct Verify {
                     expectedHole = true
                 case .data(let leaf, let offset):
                     let key = ObjectIdentifier(leaf)
-                    var runs = sourceRuns[key] ?? DataRuns(file: leaf.image)
+                    var runs = sourceRuns[key] ?? DataRuns(leaf: leaf)
                     let sourcePos = offset.bytes + (pos - extent.start.bytes)
                     let runEnd = runs.runEnd(from: sourcePos)
                     expectedHole = runs.isHole(sourcePos..<sourcePos + 1)

@@ -7,13 +7,24 @@ public struct DataRuns {
     var hole: Range<UInt64> = 0..<0
     var data: Range<UInt64> = 0..<0
 
+    /// Set for a file whose offsets are not the device's (a compressed image): all of it is data.
+    let everythingIsData: Bool
+
     public init(file: ImageFile) {
         self.file = file
+        self.everythingIsData = false
+    }
+
+    /// The runs of an image as a device sees it: a compressed image is all data.
+    public init(leaf: LeafFile) {
+        self.file = leaf.image
+        self.everythingIsData = !leaf.backing.isRaw
     }
 
     /// The first data run that ends after `pos`, cut to start no earlier than `pos`; nil when only a
     /// hole follows. On a filesystem without hole reporting, everything is data.
     public mutating func nextData(from pos: UInt64) -> Range<UInt64>? {
+        if everythingIsData { return pos..<UInt64.max }
         if data.contains(pos) { return pos..<data.upperBound }
         if pos >= hole.lowerBound && pos < data.lowerBound {
             return data.isEmpty ? nil : data

@@ -12,10 +12,38 @@ public enum Device: Sendable {
     }
 }
 
+import Synchronization
+
 /// How a leaf's bytes are stored.
 public enum LeafBacking: Sendable {
     /// A raw image: device sector s is at byte s × 512.
     case raw
+    /// A BGZF file: device sector s is at byte s × 512 of its uncompressed content.
+    case bgzf(CompressedImage)
+
+    public var isRaw: Bool {
+        if case .raw = self { return true }
+        return false
+    }
+}
+
+/// A BGZF image read by uncompressed offset. The reader caches the last inflated member; a lock keeps
+/// it to one thread at a time.
+public final class CompressedImage: @unchecked Sendable {
+    /// Guarded by `lock`: the reader's member cache is not thread-safe.
+    let reader: BGZFReader
+    let lock = Mutex<Void>(())
+
+    init(reader: BGZFReader) {
+        self.reader = reader
+    }
+
+    public var uncompressedSize: UInt64 { reader.uncompressedSize }
+
+    /// Fills `buffer` from uncompressed byte `offset`; returns fewer bytes only at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
+        try lock.withLock { _ in try reader.read(into: buffer, at: offset) }
+    }
 }
 
 /// An image file bound as a device: opened once, shared by every table line that names it.

@@ -64,6 +64,12 @@ public final class MapReader {
         switch leaf.backing {
         case .raw:
             try leaf.image.readExactly(into: buffer, at: offset.bytes)
+        case .bgzf(let compressed):
+            let n = try compressed.read(into: buffer, at: offset.bytes)
+            if n < buffer.count {
+                throw IOFailure(path: leaf.path, operation: "inflate at uncompressed offset \(offset.bytes + UInt64(n))", errno: EIO,
+                                hint: "the compressed image ended early: was it truncated while in use?")
+            }
         }
     }
 }

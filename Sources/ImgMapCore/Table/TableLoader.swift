@@ -74,6 +74,8 @@ public struct TableLoader {
         var built: [String: MappedDevice] = [:]
         var building: [String] = []
         var leavesByPath: [String: LeafFile] = [:]
+        /// BGZF images by path, read as their uncompressed content.
+        var compressedByPath: [String: LeafFile] = [:]
         var leaves: [LeafFile] = []
         var unopened: [String] = []
         var devBindings: [String: String] = [:]
@@ -144,9 +146,9 @@ public struct TableLoader {
             segments.reserveCapacity(text.lineCount)
             var end: UInt64 = 0
             var lookupError: Error?
-            let context = TargetContext { token throws(TargetError) in
+            func guarded(_ body: () throws -> Device) throws(TargetError) -> Device {
                 do {
-                    return try self.resolve(token, from: name)
+                    return try body()
                 } catch let error as TargetError {
                     throw error
                 } catch {
@@ -154,6 +156,9 @@ public struct TableLoader {
                     throw TargetError("Device lookup failed")
                 }
             }
+            let context = TargetContext(
+                lookup: { token throws(TargetError) in try guarded { try self.resolve(token, from: name) } },
+                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } })
             try text.forEachLine { line in
                 let fail = { (message: String, detail: String?) in
                     TableError(path: text.path, line: line.number, message: message, detail: detail)
@@ -235,6 +240,27 @@ public struct TableLoader {
                 return .mapped(try build(token))
             }
             return try openLeaf(token, token: token, bound: false)
+        }
+
+        /// A compress target's device: the token must name an image file, read as BGZF.
+        func resolveCompressed(_ token: String, from user: String) throws -> Device {
+            let device = try resolve(token, from: user)
+            guard case .leaf(let file) = device else {
+                throw TargetError("Device lookup failed", detail: "`\(token)` is a mapped device; compress reads a BGZF image file")
+            }
+            if let leaf = compressedByPath[file.path] { return .leaf(leaf) }
+            guard file.image.fd >= 0 else { return device }
+            let reader: BGZFReader
+            do {
+                reader = try BGZFReader(file: file.image)
+            } catch let error as BGZFError {
+                throw TargetError("Invalid BGZF image", detail: error.description, exitStatus: .dataError)
+            }
+            let leaf = LeafFile(path: file.path, image: file.image, size: Sector(wholeSectorsIn: reader.uncompressedSize),
+                                backing: .bgzf(CompressedImage(reader: reader)))
+            compressedByPath[file.path] = leaf
+            leaves.append(leaf)
+            return .leaf(leaf)
         }
 
         func openLeaf(_ path: String, token: String, bound: Bool) throws -> Device {

@@ -45,13 +45,21 @@ public enum MappedPiece {
 /// What a constructor may ask of the table loader: the device a token names (`dm_get_device`).
 public struct TargetContext {
     let lookup: (String) throws(TargetError) -> Device
+    let lookupCompressed: (String) throws(TargetError) -> Device
 
-    public init(lookup: @escaping (String) throws(TargetError) -> Device) {
+    public init(lookup: @escaping (String) throws(TargetError) -> Device,
+                compressed: @escaping (String) throws(TargetError) -> Device) {
         self.lookup = lookup
+        self.lookupCompressed = compressed
     }
 
     /// The device `token` names: a `--dev` binding, a lower table, or a path.
     public func device(_ token: String) throws(TargetError) -> Device {
         try lookup(token)
+    }
+
+    /// The BGZF image `token` names, as a device of its uncompressed content.
+    public func compressedDevice(_ token: String) throws(TargetError) -> Device {
+        try lookupCompressed(token)
     }
 }

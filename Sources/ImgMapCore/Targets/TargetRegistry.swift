@@ -2,7 +2,7 @@
 /// case-sensitive: `Linear` is an unknown target type, as in the kernel.
 public enum TargetRegistry {
     public static let all: [any Target.Type] = [
-        LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self,
+        LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
     ]
 
     static let byName: [String: any Target.Type] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
