@@ -75,16 +75,30 @@ public struct Scatter {
         guard seek <= map.size.value else {
             throw PlainFailure("--seek \(seek) lies past the end of the device (\(map.size.value) sectors)", .usage)
         }
-        guard let inputBytes else { return seek..<map.size.value }
+        guard let inputBytes else {
+            try refuseReadOnly(in: seek..<map.size.value)
+            return seek..<map.size.value
+        }
         let sectors = (inputBytes + sectorSize - 1) / sectorSize
         guard sectors <= map.size.value - seek else {
             throw PlainFailure("the input (\(inputBytes) bytes, \(sectors) sectors) does not fit: the device has \(map.size.value - seek) sectors from sector \(seek)", .dataError)
         }
         let range = seek..<seek + sectors
+        try refuseReadOnly(in: range)
         if options.onError == .fail {
             try refuseErrors(in: range, upFront: true)
         }
         return range
+    }
+
+    /// A compress extent cannot be written: the image is compressed. Checked for the whole range before
+    /// anything is written (for a stream: to the end of the device, its length being unknown).
+    func refuseReadOnly(in range: Range<UInt64>) throws {
+        try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
+            if case .data(let leaf, _) = extent.source, !leaf.backing.isRaw {
+                throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) are read-only: a compress target's image cannot be written; nothing was written (decompress it with `imgmap decompress` and map it with linear to write there)", .dataError)
+            }
+        }
     }
 
     func refuseErrors(in range: Range<UInt64>, upFront: Bool) throws {
