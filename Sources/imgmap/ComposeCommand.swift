@@ -31,8 +31,8 @@ struct ComposeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Write the error ranges (`start length` in sectors, merged) to FILE.", valueName: "FILE"))
     var errors: String?
 
-    @Option(help: "Holes in a file output: auto (zero extents and image holes), always (also all-zero 4 KiB blocks), never.")
-    var sparse: Compose.Sparse = .auto
+    @Option(help: "Holes in a file output: always (zero extents, image holes and all-zero 4 KiB blocks), auto (zero extents and image holes only; data copied with copy_file_range, reflinks where possible), never.")
+    var sparse: Compose.Sparse = .always
 
     @Option(help: "Hash the composed image while writing it and print `DIGEST  OUT` (stderr when OUT is stdout).")
     var digest: DigestAlgorithm?
