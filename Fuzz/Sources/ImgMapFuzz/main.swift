@@ -41,11 +41,28 @@ func fuzzBmap(_ bytes: [UInt8]) {
     for range in bmap.ranges.prefix(1000) { _ = bmap.byteRange(of: range) }
 }
 
+/// BGZF: the input is a file handed to the reader (member table from a header walk), then read at a
+/// few offsets, which inflates and checks members.
+func fuzzBGZF(_ bytes: [UInt8]) {
+    let fd = memfd_create("imgmap-fuzz", 0)
+    guard fd >= 0 else { return }
+    let file = ImageFile(descriptor: fd, path: "fuzz.gz", writable: true)
+    bytes.withUnsafeBytes { _ = try? file.write($0, at: 0) }
+    guard let reader = try? BGZFReader(file: file, index: .walkHeaders) else { return }
+    let size = reader.uncompressedSize
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 16)
+    defer { buffer.deallocate() }
+    for offset in [0, size / 2, size > 1 ? size - 1 : 0] {
+        _ = try? reader.read(into: buffer, at: offset)
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = size > 0 ? Array(UnsafeBufferPointer(start: data, count: size)) : []
     switch fuzzTarget {
     case "bmap": fuzzBmap(bytes)
+    case "bgzf": fuzzBGZF(bytes)
     default: fuzzTables(bytes)
     }
     return 0

@@ -103,47 +103,58 @@ public struct Compose {
         }
         let total = map.size.bytes
         if !stream { try out.truncate(to: total) }
-        let reader = MapReader(map: map, onError: options.onError)
-        var hasher = options.digest?.hasher()
-        let buffer = IOBuffer(size: options.bufferSize)
         let fileWriter = ExtentCopier(out: out, bufferSize: 0, detectZeros: options.sparse != .never)
-        var done: UInt64 = 0
-        while done < total {
-            let n = Int(min(UInt64(buffer.count), total - done))
-            let slice = UnsafeRawBufferPointer(buffer.prefix(n))
-            try reader.read(into: buffer.prefix(n), at: Sector(done / sectorSize))
-            hasher?.update(slice)
+        let (errors, digest) = try readInOrder { slice, offset in
             if stream {
                 try out.append(slice)
             } else {
-                try fileWriter.writeSparse(slice, at: done)
+                try fileWriter.writeSparse(slice, at: offset)
             }
-            done += UInt64(n)
-            options.progress?.update(done)
         }
-        return Report(bytes: total, errors: reader.errors, digest: hasher?.finalize())
+        return Report(bytes: total, errors: errors, digest: digest)
     }
 
     /// BGZF output: the device's bytes in order through the parallel compressor, written sequentially
     /// (file or stream alike).
     func composeCompressed(_ out: ImageFile, options compress: BGZFWriter.Options) throws -> Report {
         let writer = try BGZFWriter(output: out, options: compress)
+        let (errors, digest) = try readInOrder { slice, _ in try writer.write(slice) }
+        let index = try writer.finish()
+        return Report(bytes: map.size.bytes, errors: errors, digest: digest, index: index)
+    }
+
+    /// Reads the whole device in order through a ring of two buffers, handing each to `consume` (with
+    /// its byte offset) and, with a digest, to a hashing thread that runs alongside. Returns the error
+    /// ranges read as zeros and the digest.
+    func readInOrder(_ consume: (UnsafeRawBufferPointer, UInt64) throws -> Void) throws -> (SectorRangeList, String?) {
         let reader = MapReader(map: map, onError: options.onError)
-        var hasher = options.digest?.hasher()
-        let buffer = IOBuffer(size: options.bufferSize)
+        let ring = [IOBuffer(size: options.bufferSize), IOBuffer(size: options.bufferSize)]
+        let hasher = options.digest.map { BackgroundHasher(algorithm: $0, ringSize: ring.count) }
+        // Never free or reuse a buffer the hashing thread may still read: the ring lives until the
+        // hashing thread is done with it.
+        defer { withExtendedLifetime(ring) { hasher?.drain() } }
         let total = map.size.bytes
         var done: UInt64 = 0
+        var slot = 0
         while done < total {
+            let buffer = ring[slot]
             let n = Int(min(UInt64(buffer.count), total - done))
+            hasher?.waitUntilFree(slot)
+            do {
+                try reader.read(into: buffer.prefix(n), at: Sector(done / sectorSize))
+            } catch {
+                hasher?.release(slot)
+                throw error
+            }
             let slice = UnsafeRawBufferPointer(buffer.prefix(n))
-            try reader.read(into: buffer.prefix(n), at: Sector(done / sectorSize))
-            hasher?.update(slice)
-            try writer.write(slice)
+            hasher?.update(slice, slot: slot)
+            try consume(slice, done)
             done += UInt64(n)
+            slot = (slot + 1) % ring.count
             options.progress?.update(done)
         }
-        let index = try writer.finish()
-        return Report(bytes: total, errors: reader.errors, digest: hasher?.finalize(), index: index)
+        let digest = hasher?.finalize()
+        return (reader.errors, digest)
     }
 
     /// Pipe output without copying through user space: image data is spliced from the page cache into
