@@ -43,10 +43,17 @@ func fuzzBmap(_ bytes: [UInt8]) {
 
 /// BGZF: the input is a file handed to the reader (member table from a header walk), then read at a
 /// few offsets, which inflates and checks members.
+/// One scratch file for the whole run, rewritten for each input.
+nonisolated(unsafe) let scratch: ImageFile = {
+    let path = "/tmp/imgmap-fuzz-\(getpid()).gz"
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+    unlink(path)
+    return ImageFile(descriptor: fd, path: "fuzz.gz", writable: true)
+}()
+
 func fuzzBGZF(_ bytes: [UInt8]) {
-    let fd = memfd_create("imgmap-fuzz", 0)
-    guard fd >= 0 else { return }
-    let file = ImageFile(descriptor: fd, path: "fuzz.gz", writable: true)
+    let file = scratch
+    guard (try? file.truncate(to: 0)) != nil else { return }
     bytes.withUnsafeBytes { _ = try? file.write($0, at: 0) }
     guard let reader = try? BGZFReader(file: file, index: .walkHeaders) else { return }
     let size = reader.uncompressedSize
