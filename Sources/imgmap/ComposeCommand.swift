@@ -54,6 +54,8 @@ struct ComposeCommand: ParsableCommand {
         let map = SectorMap(top: loaded.top)
         let inputs = try inputFiles(loaded, extra: [tables.devices.dmsetupLs])
         let out = try OutputFile(path: output, inputs: inputs)
+        // Opened now, so a digest file that cannot be written is refused before OUT appears.
+        let digestOut = try digestFile.map { try OutputFile(path: $0, inputs: inputs) }
         let options = Compose.Options(
             onError: onError, sparse: sparse, digest: digest,
             progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
@@ -64,7 +66,7 @@ struct ComposeCommand: ParsableCommand {
             if let hex = report.digest {
                 let line = "\(hex)  \(output == "-" ? "-" : output)\n"
                 if output == "-" { writeStderr(line) } else { print(line, terminator: "") }
-                if let digestFile { try writeTextFile(digestFile, line, inputs: inputs) }
+                if let digestOut { try writeText(line, to: digestOut) }
             }
         } catch {
             out.discard()
@@ -88,7 +90,12 @@ func inputFiles(_ loaded: TableLoader.Loaded, extra: [String?] = []) throws -> [
 
 /// Writes a small text file through a temporary beside it.
 func writeTextFile(_ path: String, _ text: String, inputs: [ImageFile]) throws {
-    let out = try OutputFile(path: path, inputs: inputs)
+    try writeText(text, to: OutputFile(path: path, inputs: inputs))
+}
+
+/// Writes `text` to an output opened earlier (so that its path was checked before any other work) and
+/// commits it.
+func writeText(_ text: String, to out: OutputFile) throws {
     var bytes = Array(text.utf8)
     if out.isStream {
         try bytes.withUnsafeBytes { try out.file.append($0) }
