@@ -172,6 +172,28 @@ struct ComposeOutputCommandTests {
         }
     }
 
+    @Test func digestFileInAMissingDirectoryIsRefusedBeforeTheOutputAppears() throws {
+        let f = CLIFixture()
+        f.folder.write("t.table", CLIFixture.cleanTable)
+        let run = try imgmap(["compose", "t.table"] + f.devs + ["-o", "out.img", "--digest", "sha256", "--digest-file", "no/such/dir/out.sha"], in: f.folder)
+        #expect(run.status == 73)
+        #expect(run.stderr.contains("(the directory no/such/dir does not exist)"), "\(run.stderr)")
+        #expect(run.out == "")
+        #expect(f.leftovers(besides: ["t.table"]) == [])
+    }
+
+    @Test func digestFileThatIsAnImageIsRefusedBeforeTheOutputAppears() throws {
+        let f = CLIFixture()
+        f.folder.write("t.table", CLIFixture.cleanTable)
+        try expectUnchanged(f.images) {
+            let run = try imgmap(["compose", "t.table"] + f.devs + ["-o", "out.img", "--digest", "sha256", "--digest-file", f.a], in: f.folder)
+            #expect(run.status == 64)
+            #expect(run.stderr == "imgmap: \(f.a): the output is also an input (\(f.a)); write to another file\n")
+            #expect(run.out == "")
+        }
+        #expect(f.leftovers(besides: ["t.table"]) == [])
+    }
+
     @Test func digestFileWithoutDigestIsAUsageError() throws {
         let f = CLIFixture()
         f.folder.write("t.table", CLIFixture.cleanTable)

@@ -592,6 +592,38 @@ struct ScatterCommandTests {
         #expect(readBytes(f.a)[0..<(15 * 512)].allSatisfy { $0 == UInt8(ascii: "e") })
     }
 
+    @Test func errorsFileThatIsAMemberIsRefusedBeforeWriting() throws {
+        let f = CLIFixture()
+        let table = f.folder.write("t.table", CLIFixture.mixedTable)
+        let input = f.folder.write("in.img", String(repeating: "x", count: 100 * 512))
+        try expectUnchanged(f.images + [input]) {
+            let run = try imgmap(["scatter", table] + f.devs + [input, "--on-error", "skip", "--errors", f.b], in: f.folder)
+            #expect(run.status == 64)
+            #expect(run.stderr == "imgmap: \(f.b): the output is also an input (\(f.b)); write to another file\n")
+        }
+        #expect(f.leftovers(besides: ["t.table", "in.img"]) == [])
+    }
+
+    @Test func errorsFileInAMissingDirectoryIsRefusedBeforeWriting() throws {
+        let f = CLIFixture()
+        let table = f.folder.write("t.table", CLIFixture.mixedTable)
+        let input = f.folder.write("in.img", String(repeating: "x", count: 100 * 512))
+        try expectUnchanged(f.images + [input]) {
+            let run = try imgmap(["scatter", table] + f.devs + [input, "--on-error", "skip", "--errors", "no/such/dir/errors.txt"], in: f.folder)
+            #expect(run.status == 73)
+            #expect(run.stderr.contains("(the directory no/such/dir does not exist)"), "\(run.stderr)")
+        }
+    }
+
+    @Test func dryRunWritesNoErrorsFile() throws {
+        let f = CLIFixture()
+        let table = f.folder.write("t.table", CLIFixture.mixedTable)
+        let input = f.folder.write("in.img", String(repeating: "x", count: 100 * 512))
+        let run = try imgmap(["scatter", table] + f.devs + [input, "--on-error", "skip", "--errors", "errors.txt", "--dry-run"], in: f.folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(f.leftovers(besides: ["t.table", "in.img"]) == [])
+    }
+
     @Test func errorsFileIsEmptyWhenNothingWasSkipped() throws {
         let f = CLIFixture()
         let table = f.folder.write("t.table", CLIFixture.cleanTable)
