@@ -306,6 +306,36 @@ struct ScatterTests {
         expectSameBytes(Array(after[(96 * 512)...]), Array(input[(96 * 512)...]))
     }
 
+    @Test func streamRefusedPartWaySaysWhichRangesWereWritten() throws {
+        let f = CLIFixture()
+        let loaded = try loadTables(CLIFixture.mixedTable, devices: ["A": f.a, "B": f.b])
+        var rng = SplitMix64(seed: 21)
+        let input = rng.bytes(100 * 512)
+        let inputPath = f.folder.file("in.img")
+        try Data(input).write(to: URL(fileURLWithPath: inputPath))
+        // A stream's length is unknown, so the error extent is met only when the chunk reaching it is read
+        // (chunks of 16 sectors here: the sixth one holds the whole error extent).
+        var options = Scatter.Options()
+        options.bufferSize = 8192
+        let error = failure { _ = try scatterFile(SectorMap(top: loaded.top), input: inputPath, options, stream: true) }
+        #expect(error?.description == "sectors 80+16 (t.table:3 error) would fail with EIO as the kernel's write does "
+            + "(use --on-error skip to write the rest and list the skipped ranges); already written before the failure (device sectors start+length): 0+64")
+        #expect(error?.exitStatus == .ioError)
+        expectSameBytes(Array(readBytes(f.a)[(8 * 512)..<(72 * 512)]), Array(input[0..<(64 * 512)]))
+    }
+
+    @Test func streamLongerThanTheDeviceSaysWhichRangesWereWritten() throws {
+        let f = CLIFixture()
+        let loaded = try loadTables(CLIFixture.cleanTable, devices: ["A": f.a, "B": f.b])
+        let inputPath = f.folder.write("in.img", String(repeating: "y", count: 145 * 512))
+        var options = Scatter.Options()
+        options.bufferSize = 4096
+        let error = failure { _ = try scatterFile(SectorMap(top: loaded.top), input: inputPath, options, stream: true) }
+        #expect(error?.description == "the input is longer than the device from sector 0 (73728 bytes); "
+            + "already written before the failure (device sectors start+length): 0+64, 80+64")
+        #expect(error?.exitStatus == .dataError)
+    }
+
     @Test func oneImageStripedTwiceTakesBothStripes() throws {
         let f = CLIFixture()
         let loaded = try loadTables("0 64 striped 2 8 A 0 A 100\n", devices: ["A": f.a])

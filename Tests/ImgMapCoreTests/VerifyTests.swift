@@ -46,6 +46,26 @@ func composedImage(_ f: CLIFixture, _ table: String, lower: [(String, String)] =
 }
 
 struct VerifyTests {
+    @Test(arguments: GoldenCase.names(mode: "read"))
+    func goldenReadCaseVerifiesAgainstItsComposedImage(_ name: String) throws {
+        let golden = try GoldenCase.named(name)
+        let (bindings, _) = golden.bindings(case: name)
+        let loaded = try TableLoader(bindings: bindings).load()
+        let map = SectorMap(top: loaded.top)
+        let folder = TemporaryDirectory()
+        let path = folder.file("out.img")
+        let out = try OutputFile(path: path, inputs: loaded.leaves.map(\.image))
+        _ = try Compose(map: map, options: .init(onError: .zero)).run(to: out)
+        try out.commit()
+        #expect(try verifyImage(map, path, onError: .zero).report.identical)
+        // Under fail, exactly the kernel's error ranges are unverifiable (each extent reported apart).
+        let strict = try verifyImage(map, path).mismatches
+        #expect(strict.allSatisfy { $0.kind == .unverifiable })
+        var merged = SectorRangeList()
+        for mismatch in strict { merged.append(start: mismatch.range.start, length: mismatch.range.length) }
+        #expect(merged.ranges.map { [$0.start, $0.length] } == (golden.errors ?? []))
+    }
+
     @Test func composedImageIsIdentical() throws {
         let f = CLIFixture()
         let (map, image) = try composedImage(f, CLIFixture.cleanTable)
