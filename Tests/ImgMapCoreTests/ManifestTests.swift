@@ -62,12 +62,13 @@ struct ManifestFixture {
         return (SectorMap(top: loaded.top), loaded.leaves.map(\.image))
     }
 
-    /// The device composed to `name` (holes where the map has zeros and holes).
+    /// The device composed to `name` with `--sparse auto`: holes exactly where the map has zeros and
+    /// holes, written zeros kept as data.
     func compose(_ table: String = ManifestFixture.table, to name: String = "out.img", onError: ErrorPolicy = .fail) throws -> String {
         let (map, inputs) = try load(table)
         let path = folder.file(name)
         let out = try OutputFile(path: path, inputs: inputs)
-        _ = try Compose(map: map, options: .init(onError: onError)).run(to: out)
+        _ = try Compose(map: map, options: .init(onError: onError, sparse: .auto)).run(to: out)
         try out.commit()
         return path
     }
@@ -185,7 +186,7 @@ struct ManifestCommandTests {
         let run = try imgmap(["manifest", table] + f.devs + ["-o", bmap], in: f.folder)
         #expect(run.status == 0, "\(run.stderr)")
         let image = f.folder.file("out.img")
-        let compose = try imgmap(["compose", table] + f.devs + ["-o", image], in: f.folder)
+        let compose = try imgmap(["compose", table] + f.devs + ["-o", image, "--sparse", "auto"], in: f.folder)
         #expect(compose.status == 0, "\(compose.stderr)")
         return (table, bmap, image)
     }
