@@ -62,27 +62,31 @@ struct ComposeCommand: ParsableCommand {
         let map = SectorMap(top: loaded.top)
         let inputs = try inputFiles(loaded, extra: [tables.devices.dmsetupLs])
         let out = try OutputFile(path: output, inputs: inputs)
+        // Opened now, so a digest or index file that cannot be written is refused before OUT appears.
+        let digestOut = try digestFile.map { try OutputFile(path: $0, inputs: inputs) }
+        let indexOut = try compression.index.map { try OutputFile(path: $0, inputs: inputs) }
+        let errorsOut = try errors.map { try OutputFile(path: $0, inputs: inputs) }
         var options = Compose.Options(
             onError: onError, sparse: sparse, digest: digest,
             progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
         if compress { options.compress = compression.writerOptions }
         do {
             let report = try Compose(map: map, options: options).run(to: out)
-            if let errors { try writeTextFile(errors, report.errors.text, inputs: inputs) }
-            if let index = report.index, let path = compression.index {
-                try writeBinaryFile(path, index.gziBytes(), inputs: inputs)
+            if let errorsOut { try writeText(report.errors.text, to: errorsOut) }
+            if let index = report.index, let indexOut {
+                try writeBytes(index.gziBytes(), to: indexOut)
             }
             try out.commit()
             if let hex = report.digest {
                 let line = "\(hex)  \(output == "-" ? "-" : output)\n"
                 if output == "-" { writeStderr(line) } else { print(line, terminator: "") }
-                if let digestFile { try writeTextFile(digestFile, line, inputs: inputs) }
+                if let digestOut { try writeText(line, to: digestOut) }
             }
         } catch {
             out.discard()
-            if let errors, let failure = error as? MappedReadError {
-                try? writeTextFile(errors, map.errorRanges().text, inputs: inputs)
-                throw failure
+            if let errorsOut, error is MappedReadError {
+                // The ranges that made compose fail are still worth listing.
+                try? writeText(map.errorRanges().text, to: errorsOut)
             }
             throw error
         }
@@ -100,12 +104,17 @@ func inputFiles(_ loaded: TableLoader.Loaded, extra: [String?] = []) throws -> [
 
 /// Writes a small text file through a temporary beside it.
 func writeTextFile(_ path: String, _ text: String, inputs: [ImageFile]) throws {
-    try writeBinaryFile(path, Array(text.utf8), inputs: inputs)
+    try writeBytes(Array(text.utf8), to: OutputFile(path: path, inputs: inputs))
 }
 
-/// Writes a small file through a temporary beside it (`-`: stdout).
-func writeBinaryFile(_ path: String, _ bytes: [UInt8], inputs: [ImageFile]) throws {
-    let out = try OutputFile(path: path, inputs: inputs)
+/// Writes `text` to an output opened earlier (so that its path was checked before any other work) and
+/// commits it.
+func writeText(_ text: String, to out: OutputFile) throws {
+    try writeBytes(Array(text.utf8), to: out)
+}
+
+/// Writes `bytes` to an output opened earlier and commits it.
+func writeBytes(_ bytes: [UInt8], to out: OutputFile) throws {
     var bytes = bytes
     if out.isStream {
         try bytes.withUnsafeBytes { try out.file.append($0) }

@@ -59,14 +59,13 @@ struct CompressCommand: ParsableCommand {
     func run() throws {
         let (source, _) = try openImage(input)
         let out = try OutputFile(path: output, inputs: [source])
+        let indexOut = try compression.index.map { try OutputFile(path: $0, inputs: [source]) }
         do {
             let writer = try BGZFWriter(output: out.file, options: compression.writerOptions)
             let kind = try source.status().st_mode & S_IFMT
             try writer.write(from: source, sequential: kind != S_IFREG && kind != S_IFBLK)
             let index = try writer.finish()
-            if let index, let path = compression.index {
-                try writeBinaryFile(path, index.gziBytes(), inputs: [source])
-            }
+            if let index, let indexOut { try writeBytes(index.gziBytes(), to: indexOut) }
             try out.commit()
         } catch {
             out.discard()

@@ -105,6 +105,10 @@ struct ScatterCommand: ParsableCommand {
             scatter = Scatter(map: SectorMap(top: loaded.top), options: options)
         }
 
+        // The errors file is opened (as a temporary beside it) before the first write too, so a path that
+        // cannot be written, or that is a member or the input, is refused while nothing has been written.
+        let errorsOut = try errors.map { try OutputFile(path: $0, inputs: loaded.leaves.map(\.image) + [inputFile]) }
+
         // Every member is opened read-write before the first write, so a read-only one is refused up front.
         var writers: [ObjectIdentifier: ImageFile] = [:]
         for leaf in scatter.leavesWritten(in: range) {
@@ -116,8 +120,8 @@ struct ScatterCommand: ParsableCommand {
             }
         }
         let report = try scatter.run(input: inputFile, inputIsStream: isStream, inputBytes: inputBytes, writers: writers)
-        if let errors {
-            try writeTextFile(errors, report.skipped.text, inputs: loaded.leaves.map(\.image) + [inputFile])
+        if let errorsOut {
+            try writeText(report.skipped.text, to: errorsOut)
         }
     }
 

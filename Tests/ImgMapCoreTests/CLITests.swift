@@ -42,6 +42,27 @@ func imgmap(_ arguments: [String], stdin: String? = nil, stdoutTo: String? = nil
     return Run(status: process.terminationStatus, stdout: readBytes(outPath), stderr: String(decoding: readBytes(errPath), as: UTF8.self))
 }
 
+/// Runs `command` with /bin/sh in `directory` (for pipelines), stdout and stderr collected in files.
+/// `$IMGMAP` in the command is the binary under test.
+func shell(_ command: String, in directory: TemporaryDirectory) throws -> Run {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", command]
+    process.currentDirectoryURL = directory.url
+    process.environment = ProcessInfo.processInfo.environment.merging(["IMGMAP": imgmapBinary]) { $1 }
+    let io = TemporaryDirectory("imgmap-cli-io")
+    let outPath = io.file("stdout")
+    let errPath = io.file("stderr")
+    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+    process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+    process.standardInput = FileHandle(forReadingAtPath: "/dev/null")
+    try process.run()
+    process.waitUntilExit()
+    return Run(status: process.terminationStatus, stdout: readBytes(outPath), stderr: String(decoding: readBytes(errPath), as: UTF8.self))
+}
+
 /// Runs `body` and checks that none of `paths` changed (SHA-256 before and after).
 func expectUnchanged(_ paths: [String], sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) rethrows {
     let before = paths.map { sha256(file: $0) }

@@ -182,6 +182,17 @@ func fileSize(_ path: String) -> UInt64? {
 
 func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
 
+/// Expects `actual == expected`, and on a difference names the first differing byte and sector instead
+/// of printing both arrays.
+func expectSameBytes(_ actual: [UInt8], _ expected: [UInt8], _ comment: @autoclosure () -> String = "",
+                     sourceLocation: SourceLocation = #_sourceLocation) {
+    guard actual != expected else { return }
+    let common = min(actual.count, expected.count)
+    let first = (0..<common).first { actual[$0] != expected[$0] } ?? common
+    Issue.record("bytes differ from byte \(first) (sector \(first / 512)); \(actual.count) bytes, expected \(expected.count). \(comment())",
+                 sourceLocation: sourceLocation)
+}
+
 func readBytes(_ path: String) -> [UInt8] { [UInt8](FileManager.default.contents(atPath: path) ?? Data()) }
 
 // MARK: - Loading tables from text

@@ -48,7 +48,9 @@ public struct TargetContext {
     let lookupCompressed: (String) throws(TargetError) -> Device
 
     public init(lookup: @escaping (String) throws(TargetError) -> Device,
-                compressed: @escaping (String) throws(TargetError) -> Device) {
+                compressed: @escaping (String) throws(TargetError) -> Device = { token throws(TargetError) in
+                    throw TargetError("Device lookup failed", detail: "\(token): no compressed images here")
+                }) {
         self.lookup = lookup
         self.lookupCompressed = compressed
     }
