@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CSupport
+import Synchronization
 
 /// Where a command writes its result. A regular file is written as `OUT.tmp-PID-N` beside OUT, created
 /// with O_EXCL|O_NOFOLLOW (never through a planted symlink), and renamed to OUT only by `commit()`;
@@ -118,11 +119,11 @@ public final class OutputFile {
         }
     }
 
-    nonisolated(unsafe) private static var counter = 0
+    private static let counter = Atomic<Int>(0)
 
     static func temporaryName(for path: String) -> String {
-        counter += 1
-        return "\(path).tmp-\(getpid())-\(counter)"
+        let n = counter.add(1, ordering: .relaxed).newValue
+        return "\(path).tmp-\(getpid())-\(n)"
     }
 
     static func directory(of path: String) -> String {

@@ -10,31 +10,18 @@
 public struct CompressTarget: Target {
     public static let name = "compress"
 
-    public let device: Device
-    public let token: String
-    public let offset: UInt64
-    let length: UInt64
+    /// The mapping is linear's; only the device differs.
+    let linear: LinearTarget
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {
-        guard arguments.count == 2 else {
-            throw TargetError("Invalid argument count", detail: "compress takes 2 arguments (<bgzf-image> <offset>), got \(arguments.count)")
-        }
-        guard let offset = KernelNumber.sector(arguments[1]) else {
-            throw TargetError("Invalid device sector", detail: "`\(arguments[1])` is not a decimal sector number")
-        }
-        self.device = try context.compressedDevice(arguments[0])
-        self.token = arguments[0]
-        self.offset = offset
-        self.length = length.value
+        linear = try LinearTarget(arguments: arguments, length: length, name: Self.name, lookup: context.compressedDevice)
     }
 
-    public var deviceAreas: [DeviceArea] {
-        [DeviceArea(device: device, token: token, start: offset, length: length)]
-    }
+    public var deviceAreas: [DeviceArea] { linear.deviceAreas }
 
     public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {
-        try body(.device(device, token: token, sector: self.offset &+ offset, count: count))
+        try linear.map(offset: offset, count: count, body)
     }
 
-    public var tableArguments: String { "\(token) \(offset)" }
+    public var tableArguments: String { linear.tableArguments }
 }

@@ -12,13 +12,18 @@ public struct LinearTarget: Target {
     let length: UInt64
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {
+        try self.init(arguments: arguments, length: length, name: Self.name, lookup: context.device)
+    }
+
+    /// linear's constructor with another way to look the device up (`compress` reads a BGZF image).
+    init(arguments: [String], length: Sector, name: String, lookup: (String) throws(TargetError) -> Device) throws(TargetError) {
         guard arguments.count == 2 else {
-            throw TargetError("Invalid argument count", detail: "linear takes 2 arguments (<device> <offset>), got \(arguments.count)")
+            throw TargetError("Invalid argument count", detail: "\(name) takes 2 arguments (<device> <offset>), got \(arguments.count)")
         }
         guard let offset = KernelNumber.sector(arguments[1]) else {
             throw TargetError("Invalid device sector", detail: "`\(arguments[1])` is not a decimal sector number")
         }
-        self.device = try context.device(arguments[0])
+        self.device = try lookup(arguments[0])
         self.token = arguments[0]
         self.offset = offset
         self.length = length.value
