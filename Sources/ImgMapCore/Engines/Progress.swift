@@ -20,6 +20,7 @@ public final class Progress {
     let label: String
     let startTime: Double
     var lastReport: Double = 0
+    var lastDone: UInt64?
     var shown = false
 
     /// nil when `mode` shows nothing here (auto without a terminal, never).
@@ -47,11 +48,12 @@ public final class Progress {
 
     /// The final report: the line is completed (terminal) or a last JSON line written.
     public func finish(_ done: UInt64) {
-        report(done, elapsed: Self.now() - startTime)
+        if lastDone != done { report(done, elapsed: Self.now() - startTime) }
         if mode == .auto && shown { writeStderr("\n") }
     }
 
     func report(_ done: UInt64, elapsed: Double) {
+        lastDone = done
         switch mode {
         case .json:
             writeStderr("{\"done\":\(done),\"total\":\(total)}\n")
