@@ -233,6 +233,7 @@ public struct Compose {
     func composeToFile(_ out: ImageFile, detectZeros: Bool) throws -> Report {
         try out.truncate(to: map.size.bytes)
         var copier = ExtentCopier(out: out, bufferSize: options.bufferSize, detectZeros: detectZeros)
+        copier.progress = options.progress
         var errors = SectorRangeList()
         try map.forEachExtent { extent in
             switch extent.source {
@@ -259,6 +260,8 @@ struct ExtentCopier {
     var buffer: IOBuffer?
     var useCopyFileRange: Bool
     var runs: [ObjectIdentifier: DataRuns] = [:]
+    /// Told the output offset reached as the copy goes, so one huge extent still shows progress.
+    var progress: Progress?
 
     init(out: ImageFile, bufferSize: Int, detectZeros: Bool) {
         self.out = out
@@ -317,6 +320,7 @@ struct ExtentCopier {
             try MapReader.readLeaf(leaf, into: slice, at: Sector((source + done) / sectorSize))
             try writeSparse(UnsafeRawBufferPointer(slice), at: destination + done)
             done += UInt64(n)
+            progress?.update(destination + done)
         }
     }
 
@@ -324,9 +328,10 @@ struct ExtentCopier {
         var done: UInt64 = 0
         if useCopyFileRange {
             while done < count {
-                let n = imgmap_copy_file_range(image.fd, Int64(source + done), out.fd, Int64(destination + done), min(count - done, 1 << 30))
+                let n = imgmap_copy_file_range(image.fd, Int64(source + done), out.fd, Int64(destination + done), min(count - done, 64 << 20))
                 if n > 0 {
                     done += UInt64(n)
+                    progress?.update(destination + done)
                     continue
                 }
                 if n == 0 {
@@ -354,6 +359,7 @@ struct ExtentCopier {
                 try image.readExactly(into: slice, at: source + done)
                 try writeSparse(UnsafeRawBufferPointer(slice), at: destination + done)
                 done += UInt64(n)
+                progress?.update(destination + done)
             }
         }
     }
