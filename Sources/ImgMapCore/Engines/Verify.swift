@@ -101,6 +101,7 @@ public struct Verify {
         let deviceBytes = map.size.bytes
         return try withoutActuallyEscaping(report) { report in
             var state = State(image: image, isStream: isStream, bufferSize: options.bufferSize, emit: report)
+            state.progress = options.progress
             state.imageBytes = isStream ? UInt64.max : try image.byteSize()
             try map.forEachExtent { extent in
                 try state.compare(extent, onError: options.onError)
@@ -135,6 +136,7 @@ public struct Verify {
         var sectors: UInt64 = 0
         var streamPos: UInt64 = 0
         var streamEnded = false
+        var progress: Progress?
 
         init(image: ImageFile, isStream: Bool, bufferSize: Int, emit: @escaping (Mismatch) throws -> Void) {
             self.image = image
@@ -192,6 +194,7 @@ public struct Verify {
                 }
                 try compareWindow(extent, at: pos, count: n, expectedHole: expectedHole)
                 pos = windowEnd
+                progress?.update(pos)
             }
         }
 
