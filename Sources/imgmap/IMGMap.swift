@@ -9,23 +9,31 @@ import Glibc
 struct IMGMap: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "imgmap",
-        abstract: "Compose, map and check Linux device-mapper tables over image files, offline and without root.",
+        abstract: "Linux device-mapper tables over image files, offline and without root.",
         discussion: """
-            A table is what `dmsetup create` accepts: `<start> <length> <target> <args…>` in 512-byte sectors, \
-            one segment per line (targets: linear, striped, zero, error). Devices in a table are image files: \
-            bind names with --dev NAME=PATH, or write paths directly. Lower (stacked) devices come from \
-            --table NAME=FILE. The result is byte-identical to what the kernel presents as /dev/mapper/NAME.
+            A table is what `dmsetup create` accepts: `<start> <length> <target> <args…>` in 512-byte \
+            sectors, one segment per line. Targets: linear, striped, zero, error, and compress (a BGZF \
+            image). Devices are image files: write their paths, or bind names with --dev NAME=PATH; \
+            stacked devices come from --table NAME=FILE. What compose writes is byte-identical to what \
+            the kernel presents as /dev/mapper/NAME.
 
             EXAMPLES:
               imgmap compose disk.table -o disk.img
-              imgmap compose raid.table --dev m0=a.img --dev m1=b.img --dev m2=c.img -o - | gzip > raid.img.gz
-              imgmap map vg.table --table pv=pv.table --dev sda=sda.img --json | jq .
+              imgmap compose raid.table --dev m0=a.img --dev m1=b.img -o - | zstd > raid.zst
+              imgmap map lv.table --table pv=pv.table --dev sda=sda.img --json
+              imgmap verify disk.table disk.img && imgmap manifest disk.table -o disk.bmap
               dmsetup table | imgmap check - --dev 8:16=disk.img
 
             EXIT STATUS:
-              0 ok · 1 a "no" answer (verify found differences) · 64 usage error · 65 invalid table or data · \
-            66 cannot open an input · 73 cannot create the output · 74 I/O error (including reading an \
-            error target) · 130/143 interrupted (SIGINT/SIGTERM; partial output removed)
+              0        success
+              1        a "no" answer: verify found differences
+              64       usage error
+              65       invalid table or data
+              66       an input cannot be opened
+              73       the output cannot be created
+              74       I/O error, including reading an error target
+              130, 143 interrupted by SIGINT, SIGTERM (partial output removed)
+              141      stdout closed early (e.g. `| head`)
             """,
         version: "0.1.0",
         subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, CompressCommand.self, DecompressCommand.self]
