@@ -19,7 +19,7 @@ struct IMGMap: ParsableCommand {
 
             EXAMPLES:
               imgmap compose disk.table -o disk.img
-              imgmap compose raid.table --dev m0=a.img --dev m1=b.img -o - | zstd > raid.zst
+              imgmap compose raid.table --dev m0=a.img -o - | zstd > raid.zst
               imgmap map lv.table --table pv=pv.table --dev sda=sda.img --json
               imgmap verify disk.table disk.img && imgmap manifest disk.table -o disk.bmap
               dmsetup table | imgmap check - --dev 8:16=disk.img
