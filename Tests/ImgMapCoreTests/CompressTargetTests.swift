@@ -340,6 +340,25 @@ struct CompressTargetTests {
         }
     }
 
+    @Test func outputsOntoACompressImagesIndexAreRefused() throws {
+        let f = try CompressFixture()
+        let gzi = f.c + ".gzi"
+        try writeFile(gzi, f.cIndex.gziBytes())
+        let table = f.folder.write("t.table", "0 64 compress C 0\n")
+        try expectUnchanged([f.c, gzi, table]) {
+            for extra in [["-o", gzi], ["--compress", "-o", "out.gz", "--index", gzi], ["-o", "out.img", "--on-error", "zero", "--errors", gzi]] {
+                let run = try imgmap(["compose", table] + f.devs + extra, in: f.folder)
+                #expect(run.status == 64, "\(extra): \(run.stderr)")
+                #expect(run.stderr.contains("the output is also an input"), "\(extra): \(run.stderr)")
+            }
+            let manifest = try imgmap(["manifest", table, "-o", gzi] + f.devs, in: f.folder)
+            #expect(manifest.status == 64, "\(manifest.stderr)")
+            let decompress = try imgmap(["decompress", f.c, "-o", gzi], in: f.folder)
+            #expect(decompress.status == 64, "\(decompress.stderr)")
+        }
+        #expect(f.leftovers(besides: ["c.img.gz.gzi", "t.table"]) == [])
+    }
+
     @Test func zerosInACompressedImageBecomeHolesInAComposedFile() throws {
         let f = try CompressFixture()
         let half = 1 << 20
