@@ -359,6 +359,19 @@ struct CompressTargetTests {
         #expect(f.leftovers(besides: ["c.img.gz.gzi", "t.table"]) == [])
     }
 
+    @Test func scatterCreateDoesNotMakeAMissingCompressImage() throws {
+        let f = try CompressFixture()
+        let missing = f.folder.file("missing.gz")
+        let table = f.folder.write("t.table", "0 64 linear new.img 0\n64 64 compress \(missing) 0\n")
+        let payload = f.folder.file("payload.img")
+        try writeFile(payload, [UInt8](repeating: 0x5a, count: 32 * 512))
+        let run = try imgmap(["scatter", table, "--create", payload], in: f.folder)
+        #expect(run.status == 66, "\(run.stderr)")
+        #expect(run.stderr.contains("\(missing): No such file or directory"), "\(run.stderr)")
+        #expect(!fileExists(missing))
+        #expect(!fileExists(f.folder.file("new.img")))
+    }
+
     @Test func zerosInACompressedImageBecomeHolesInAComposedFile() throws {
         let f = try CompressFixture()
         let half = 1 << 20
