@@ -117,7 +117,7 @@ struct ScatterCommand: ParsableCommand {
         }
         let report = try scatter.run(input: inputFile, inputIsStream: isStream, inputBytes: inputBytes, writers: writers)
         if let errors {
-            try writeTextFile(errors, report.skipped.text, inputs: loaded.leaves.map(\.image) + [inputFile])
+            try writeTextFile(errors, report.skipped.text, inputs: try inputFiles(loaded) + [inputFile])
         }
     }
 

@@ -372,6 +372,22 @@ struct CompressTargetTests {
         #expect(!fileExists(f.folder.file("new.img")))
     }
 
+    @Test func scatterErrorsFileOntoTheTableOrAnIndexIsRefused() throws {
+        let f = try CompressFixture()
+        let gzi = f.c + ".gzi"
+        try writeFile(gzi, f.cIndex.gziBytes())
+        let table = f.folder.write("t.table", "0 64 linear A 0\n64 64 compress C 0\n")
+        let payload = f.folder.file("payload.img")
+        try writeFile(payload, [UInt8](repeating: 0x5a, count: 32 * 512))
+        try expectUnchanged([f.c, gzi, table]) {
+            for errors in [table, gzi] {
+                let run = try imgmap(["scatter", table] + f.devs + [payload, "--on-error", "skip", "--errors", errors], in: f.folder)
+                #expect(run.status == 64, "\(run.stderr)")
+                #expect(run.stderr.contains("the output is also an input"), "\(run.stderr)")
+            }
+        }
+    }
+
     @Test func zerosInACompressedImageBecomeHolesInAComposedFile() throws {
         let f = try CompressFixture()
         let half = 1 << 20
