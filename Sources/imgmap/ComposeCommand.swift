@@ -93,10 +93,12 @@ struct ComposeCommand: ParsableCommand {
     }
 }
 
-/// The inputs an output must not overwrite: images, table files and `extra` files read (`--dmsetup-ls`).
+/// The inputs an output must not overwrite: images, the `.gzi` beside each compress image, table files
+/// and `extra` files read (`--dmsetup-ls`).
 func inputFiles(_ loaded: TableLoader.Loaded, extra: [String?] = []) throws -> [ImageFile] {
     var files = loaded.leaves.map(\.image)
-    for path in loaded.tablePaths + extra.compactMap({ $0 }).filter({ $0 != "-" }) {
+    let indexes = loaded.leaves.filter { !$0.backing.isRaw }.map { $0.path + ".gzi" }
+    for path in loaded.tablePaths + indexes + extra.compactMap({ $0 }).filter({ $0 != "-" }) {
         if let file = try? ImageFile(openForReading: path) { files.append(file) }
     }
     return files

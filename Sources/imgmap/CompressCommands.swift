@@ -104,7 +104,9 @@ struct DecompressCommand: ParsableCommand {
 
     func run() throws {
         let source = try ImageFile(openForReading: input)
-        let out = try OutputFile(path: output, inputs: [source])
+        // IN.gzi is read too: writing over it would leave IN with an index that disagrees.
+        let index = try? ImageFile(openForReading: input + ".gzi")
+        let out = try OutputFile(path: output, inputs: [source] + (index.map { [$0] } ?? []))
         do {
             var cores = 1
             if let threads { cores = max(1, threads) } else { cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }

@@ -50,7 +50,7 @@ struct ManifestCommand: ParsableCommand {
             text = try createBmap(image: file, zerosAsHoles: zerosAsHoles)
         } else {
             let loaded = try devices.load(table: table!)
-            inputs = try inputFiles(loaded)
+            inputs = try inputFiles(loaded, extra: [devices.dmsetupLs])
             text = try Manifest(map: SectorMap(top: loaded.top), onError: onError, zerosAsHoles: zerosAsHoles)
                 .bmap(path: table!)
         }

@@ -107,7 +107,7 @@ struct ScatterCommand: ParsableCommand {
 
         // The errors file is opened (as a temporary beside it) before the first write too, so a path that
         // cannot be written, or that is a member or the input, is refused while nothing has been written.
-        let errorsOut = try errors.map { try OutputFile(path: $0, inputs: loaded.leaves.map(\.image) + [inputFile]) }
+        let errorsOut = try errors.map { try OutputFile(path: $0, inputs: try inputFiles(loaded, extra: [tables.devices.dmsetupLs]) + [inputFile]) }
 
         // Every member is opened read-write before the first write, so a read-only one is refused up front.
         var writers: [ObjectIdentifier: ImageFile] = [:]

@@ -19,12 +19,17 @@ struct Run {
 
 /// Runs `imgmap arguments…` with stdout and stderr collected in files (no pipe can fill up), stdin
 /// from `stdin` (or /dev/null), in `directory`. With `stdoutTo`, stdout is that existing file instead,
-/// opened for writing without truncation (as `>>` would).
-func imgmap(_ arguments: [String], stdin: String? = nil, stdoutTo: String? = nil, in directory: TemporaryDirectory) throws -> Run {
+/// opened for writing without truncation (as `>>` would). `stdinFile` feeds an existing file (binary)
+/// instead of `stdin`; `environment` entries are added to (or replace) the inherited environment.
+func imgmap(_ arguments: [String], stdin: String? = nil, stdinFile: String? = nil, stdoutTo: String? = nil,
+            environment: [String: String] = [:], in directory: TemporaryDirectory) throws -> Run {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: imgmapBinary)
     process.arguments = arguments
     process.currentDirectoryURL = directory.url
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let io = TemporaryDirectory("imgmap-cli-io")
     let outPath = io.file("stdout")
     let errPath = io.file("stderr")
@@ -32,7 +37,9 @@ func imgmap(_ arguments: [String], stdin: String? = nil, stdoutTo: String? = nil
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)
     process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutTo ?? outPath))
     process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-    if let stdin {
+    if let stdinFile {
+        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: stdinFile))
+    } else if let stdin {
         process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: io.write("stdin", stdin)))
     } else {
         process.standardInput = FileHandle(forReadingAtPath: "/dev/null")

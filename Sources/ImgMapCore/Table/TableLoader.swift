@@ -40,11 +40,12 @@ public struct TableLoader {
         public let unopened: [String]
 
         /// For images that could not be opened: the size in sectors the tables need of each (the end
-        /// of the furthest device area on it), by path.
+        /// of the furthest device area on it), by path. A compress target's image is not one: it cannot
+        /// be created empty, so it stays missing.
         public func requiredSizesOfUnopenedImages() -> [String: Sector] {
             var sizes: [String: Sector] = [:]
             for device in devices.values {
-                for segment in device.segments {
+                for segment in device.segments where !(segment.target is CompressTarget) {
                     for area in segment.target.deviceAreas {
                         guard case .leaf(let leaf) = area.device, leaf.image.fd < 0 else { continue }
                         let end = Sector(area.start &+ area.length)
