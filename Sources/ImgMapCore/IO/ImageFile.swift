@@ -15,8 +15,10 @@ public final class ImageFile: @unchecked Sendable {
     private var closed = false
 
     /// Opens `path` for reading (or reading and writing). A path that cannot be opened is `noInput` (66).
-    public init(openForReading path: String, writable: Bool = false) throws(IOFailure) {
-        let fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
+    /// With `nonBlocking` the open itself cannot hang (on a FIFO with no writer, say): for device images,
+    /// which must then be regular files or block devices anyway.
+    public init(openForReading path: String, writable: Bool = false, nonBlocking: Bool = false) throws(IOFailure) {
+        let fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (nonBlocking ? O_NONBLOCK : 0))
         guard fd >= 0 else {
             let code = errno
             throw IOFailure(path: path, operation: "open", errno: code, exitStatus: writable && code == EACCES ? .cannotCreate : .noInput)

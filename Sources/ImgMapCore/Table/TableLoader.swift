@@ -268,7 +268,7 @@ public struct TableLoader {
             if let leaf = leavesByPath[path] { return .leaf(leaf) }
             let image: ImageFile
             do {
-                image = try ImageFile(openForReading: path)
+                image = try ImageFile(openForReading: path, nonBlocking: true)
             } catch {
                 let placeholder = ImageFile(descriptor: -1, path: path, writable: false, owned: false)
                 switch loader.strictness {
