@@ -69,6 +69,9 @@ struct ScatterCommand: ParsableCommand {
         } else {
             inputFile = try ImageFile(openForReading: input)
             let st = try inputFile.status()
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                throw IOFailure(path: input, operation: "open", errno: EISDIR, exitStatus: .noInput)
+            }
             if (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFBLK {
                 inputBytes = try inputFile.byteSize()
                 isStream = false
