@@ -132,7 +132,13 @@ struct ScatterCommand: ParsableCommand {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
         guard fd >= 0 else { throw IOFailure(path: path, operation: "create", errno: errno, exitStatus: .cannotCreate) }
         let file = ImageFile(descriptor: fd, path: path, writable: true)
-        try file.truncate(to: size.bytes)
-        try file.close()
+        do {
+            try file.truncate(to: size.bytes)
+            try file.close()
+        } catch {
+            // Too big for this filesystem (EFBIG) or no room: the new, empty member is not left behind.
+            unlink(path)
+            throw IOFailure(path: path, operation: "create (\(size.bytes) bytes)", errno: error.errno, exitStatus: .cannotCreate)
+        }
     }
 }
