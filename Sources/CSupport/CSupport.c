@@ -44,3 +44,56 @@ int64_t imgmap_vmsplice(int pipe_out, const void *buffer, uint64_t len) {
     struct iovec iov = { .iov_base = (void *)buffer, .iov_len = (size_t)len };
     return vmsplice(pipe_out, &iov, 1, 0);
 }
+
+// Temporary outputs removed on SIGINT/SIGTERM/SIGHUP. The handler may only make async-signal-safe
+// calls (unlink, _exit), so the paths live in fixed slots: a slot's path is written before the slot is
+// marked used, and a used slot is never rewritten, so the handler never sees half a path.
+#include <signal.h>
+#include <string.h>
+
+#define IMGMAP_TEMPORARY_SLOTS 16
+#define IMGMAP_TEMPORARY_PATH_MAX 4096
+static char temporary_paths[IMGMAP_TEMPORARY_SLOTS][IMGMAP_TEMPORARY_PATH_MAX];
+static int temporary_used[IMGMAP_TEMPORARY_SLOTS];
+
+static void imgmap_remove_temporaries_and_exit(int sig) {
+    for (int i = 0; i < IMGMAP_TEMPORARY_SLOTS; i++) {
+        if (__atomic_load_n(&temporary_used[i], __ATOMIC_SEQ_CST)) unlink(temporary_paths[i]);
+    }
+    _exit(128 + sig);
+}
+
+int imgmap_install_cleanup_handlers(void) {
+    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
+    for (unsigned i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        struct sigaction old;
+        if (sigaction(signals[i], NULL, &old) != 0) return -1;
+        // Ignored by whoever started us (nohup, a background job of a non-interactive shell): keep it so.
+        if (old.sa_handler == SIG_IGN) continue;
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_handler = imgmap_remove_temporaries_and_exit;
+        sigfillset(&action.sa_mask);
+        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+    }
+    return 0;
+}
+
+int imgmap_register_temporary(const char *path) {
+    size_t length = strlen(path);
+    if (length >= IMGMAP_TEMPORARY_PATH_MAX) return -1;
+    for (int i = 0; i < IMGMAP_TEMPORARY_SLOTS; i++) {
+        int expected = 0;
+        // 2 = being filled: not yet visible to the handler, not taken by another thread.
+        if (__atomic_compare_exchange_n(&temporary_used[i], &expected, 2, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            memcpy(temporary_paths[i], path, length + 1);
+            __atomic_store_n(&temporary_used[i], 1, __ATOMIC_SEQ_CST);
+            return i;
+        }
+    }
+    return -1;
+}
+
+void imgmap_unregister_temporary(int slot) {
+    if (slot >= 0 && slot < IMGMAP_TEMPORARY_SLOTS) __atomic_store_n(&temporary_used[slot], 0, __ATOMIC_SEQ_CST);
+}

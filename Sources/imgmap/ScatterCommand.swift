@@ -69,6 +69,9 @@ struct ScatterCommand: ParsableCommand {
         } else {
             inputFile = try ImageFile(openForReading: input)
             let st = try inputFile.status()
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                throw IOFailure(path: input, operation: "open", errno: EISDIR, exitStatus: .noInput)
+            }
             if (st.st_mode & S_IFMT) == S_IFREG || (st.st_mode & S_IFMT) == S_IFBLK {
                 inputBytes = try inputFile.byteSize()
                 isStream = false
@@ -133,7 +136,13 @@ struct ScatterCommand: ParsableCommand {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
         guard fd >= 0 else { throw IOFailure(path: path, operation: "create", errno: errno, exitStatus: .cannotCreate) }
         let file = ImageFile(descriptor: fd, path: path, writable: true)
-        try file.truncate(to: size.bytes)
-        try file.close()
+        do {
+            try file.truncate(to: size.bytes)
+            try file.close()
+        } catch {
+            // Too big for this filesystem (EFBIG) or no room: the new, empty member is not left behind.
+            unlink(path)
+            throw IOFailure(path: path, operation: "create (\(size.bytes) bytes)", errno: error.errno, exitStatus: .cannotCreate)
+        }
     }
 }

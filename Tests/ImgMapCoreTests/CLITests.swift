@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import ImgMapCore
 
 // The `imgmap` executable run as a subprocess: exit statuses (sysexits), messages, outputs that appear
@@ -14,39 +18,218 @@ struct Run {
     var status: Int32
     var stdout: [UInt8]
     var stderr: String
+    /// The child's peak resident set, from wait4(2).
+    var maxRSSBytes: Int = 0
     var out: String { String(decoding: stdout, as: UTF8.self) }
 }
 
 /// Runs `imgmap arguments…` with stdout and stderr collected in files (no pipe can fill up), stdin
-/// from `stdin` (or /dev/null), in `directory`. With `stdoutTo`, stdout is that existing file instead,
-/// opened for writing without truncation (as `>>` would). `stdinFile` feeds an existing file (binary)
-/// instead of `stdin`; `environment` entries are added to (or replace) the inherited environment.
+/// from `stdin` text or the file `stdinFile` (or /dev/null), in `directory`. With `stdoutTo`, stdout is
+/// that existing file instead, opened for writing without truncation (as `>>` would). `environment`
+/// entries are added to (or replace) the inherited environment. `wrapper` goes in front of the binary
+/// (it must exec it: `prlimit --fsize=N`, `setpriv --reuid=…`).
 func imgmap(_ arguments: [String], stdin: String? = nil, stdinFile: String? = nil, stdoutTo: String? = nil,
-            environment: [String: String] = [:], in directory: TemporaryDirectory) throws -> Run {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: imgmapBinary)
-    process.arguments = arguments
-    process.currentDirectoryURL = directory.url
-    if !environment.isEmpty {
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    }
+            environment: [String: String] = [:], wrapper: [String] = [], in directory: TemporaryDirectory) throws -> Run {
     let io = TemporaryDirectory("imgmap-cli-io")
     let outPath = io.file("stdout")
     let errPath = io.file("stderr")
     _ = FileManager.default.createFile(atPath: outPath, contents: nil)
     _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutTo ?? outPath))
-    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-    if let stdinFile {
-        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: stdinFile))
-    } else if let stdin {
-        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: io.write("stdin", stdin)))
-    } else {
-        process.standardInput = FileHandle(forReadingAtPath: "/dev/null")
+    let inPath = stdinFile ?? stdin.map { io.write("stdin", $0) } ?? "/dev/null"
+    let child = try Child(arguments, wrapper: wrapper, stdin: inPath, stdout: .init(stdoutTo ?? outPath, append: stdoutTo != nil),
+                          stderr: .init(errPath), environment: environment, in: directory.path)
+    let end = child.wait()
+    return Run(status: end.status, stdout: readBytes(outPath), stderr: String(decoding: readBytes(errPath), as: UTF8.self),
+               maxRSSBytes: end.maxRSSBytes)
+}
+
+/// A child process started with posix_spawn(2) and not waited for: the test can signal it, feed or
+/// starve its FIFOs, and collect its status and peak RSS with wait4(2). Its standard streams are opened
+/// in the child from paths (files, FIFOs, /dev/null), so no descriptor of the test process — which runs
+/// tests in parallel — leaks into it, and none of its own leak into other tests' children.
+final class Child: @unchecked Sendable {
+    struct Stream {
+        var path: String
+        var append = false
+        init(_ path: String, append: Bool = false) {
+            self.path = path
+            self.append = append
+        }
     }
-    try process.run()
-    process.waitUntilExit()
-    return Run(status: process.terminationStatus, stdout: readBytes(outPath), stderr: String(decoding: readBytes(errPath), as: UTF8.self))
+
+    let pid: pid_t
+    private var ended: (status: Int32, maxRSSBytes: Int)?
+
+    /// Starts `wrapper… imgmap arguments…` in `directory` (through `/bin/sh -c 'cd …; exec …'`, so the pid
+    /// stays the binary's). SWIFT_BACKTRACE is off, so a crash ends the child at once with its signal.
+    init(_ arguments: [String], wrapper: [String] = [], program: String = imgmapBinary, stdin: String = "/dev/null",
+         stdout: Stream, stderr: Stream, environment extra: [String: String] = [:], in directory: String,
+         shellPrefix: String = "") throws {
+        let script = "cd \"$0\" || exit 127; \(shellPrefix)exec \"$@\""
+        let argv = ["/bin/sh", "-c", script, directory] + wrapper + [program] + arguments
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, stdin, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout.path, O_WRONLY | O_CREAT | (stdout.append ? O_APPEND : 0), 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr.path, O_WRONLY | O_CREAT | (stderr.append ? O_APPEND : 0), 0o644)
+        // A clean signal state, as from a shell: the test's worker threads block most signals, and a
+        // spawned child inherits the mask of the thread that starts it.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var environment = ProcessInfo.processInfo.environment.merging(extra) { $1 }
+        environment["SWIFT_BACKTRACE"] = "enable=no"
+        let env = environment.map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let rc = withCStrings(argv) { cargv in
+            withCStrings(env) { cenv in posix_spawn(&pid, "/bin/sh", &actions, &attributes, cargv, cenv) }
+        }
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        self.pid = pid
+    }
+
+    deinit {
+        if ended == nil {
+            kill(pid, SIGKILL)
+            _ = wait()
+        }
+    }
+
+    /// kill(2).
+    func send(_ signal: Int32) { kill(pid, signal) }
+
+    /// Whether the child has not exited yet (a zombie, not yet reaped by `wait()`, has exited).
+    var isRunning: Bool {
+        guard ended == nil, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[close...].hasPrefix(") Z")
+    }
+
+    /// Waits with wait4(2): the exit status (128 + N when killed by signal N) and the peak RSS.
+    @discardableResult
+    func wait() -> (status: Int32, maxRSSBytes: Int) {
+        if let ended { return ended }
+        var raw: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &raw, 0, &usage) < 0 && errno == EINTR {}
+        let signal = raw & 0x7f
+        let status = signal == 0 ? (raw >> 8) & 0xff : 128 + signal
+        let end = (status, Int(usage.ru_maxrss) * 1024)
+        ended = end
+        return end
+    }
+}
+
+/// Calls `body` with a NULL-terminated C array of `strings`.
+private func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return body(pointers)
+}
+
+/// A FIFO the test reads: opened before the child starts (so the child's open never blocks), with
+/// O_CLOEXEC so no other child inherits it. The test holds a write end of its own until the child's
+/// first bytes arrive, so a read before the child has opened the FIFO waits instead of seeing EOF.
+final class FifoReader {
+    let path: String
+    private(set) var fd: Int32
+    /// The test's own write end: held until the first bytes arrive, or used to fill the pipe.
+    private var filler: Int32 = -1
+    private(set) var fillerBytes = 0
+
+    init(_ path: String) {
+        self.path = path
+        precondition(mkfifo(path, 0o600) == 0, "mkfifo \(path)")
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        precondition(fd >= 0)
+        filler = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        precondition(filler >= 0)
+        _ = fcntl(fd, F_SETFL, 0)
+    }
+
+    deinit {
+        closeFiller()
+        close()
+    }
+
+    /// Closes the read end: the child's next write fails with EPIPE.
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+
+    /// Fills the pipe with whole pages, so the child's next write to it blocks: a gate that holds the
+    /// child at its first write (its first progress line, say) until `readAll` drains it.
+    func fill() {
+        let page = [UInt8](repeating: UInt8(ascii: "#"), count: 4096)
+        while true {
+            let n = page.withUnsafeBytes { write(filler, $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EAGAIN { break }
+            precondition(n == 4096, "filling \(path): \(n), errno \(errno)")
+            fillerBytes += n
+        }
+    }
+
+    /// Closes the test's own write end (once the child has its own), so EOF comes when the child exits.
+    func closeFiller() {
+        if filler >= 0 { Glibc.close(filler) }
+        filler = -1
+    }
+
+    /// Reads exactly `count` bytes (fewer only at end of input). Waits at most 60 s for the first byte.
+    func read(_ count: Int, sourceLocation: SourceLocation = #_sourceLocation) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var done = 0
+        if filler >= 0 {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, 60_000) <= 0 {
+                Issue.record("no output from the child in 60 s", sourceLocation: sourceLocation)
+                return []
+            }
+            closeFiller()
+        }
+        while done < count {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, count - done) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            done += n
+        }
+        return Array(out[0..<done])
+    }
+
+    /// Reads to end of input (every writer closed), dropping the filler bytes.
+    func readAll() -> [UInt8] {
+        closeFiller()
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            out += buffer[0..<n]
+        }
+        return Array(out.dropFirst(fillerBytes))
+    }
+
+    func readAllText() -> String { String(decoding: readAll(), as: UTF8.self) }
+}
+
+/// Waits until `condition` holds, checking every 2 ms, for at most 60 s: synchronises on something the
+/// child did (a file appeared), never on elapsed time; the limit only turns a hang into a failure.
+func waitUntil(_ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () -> Bool) {
+    for _ in 0..<30_000 {
+        if condition() { return }
+        usleep(2000)
+    }
+    Issue.record("timed out waiting until \(what)", sourceLocation: sourceLocation)
 }
 
 /// Runs `command` with /bin/sh in `directory` (for pipelines), stdout and stderr collected in files.

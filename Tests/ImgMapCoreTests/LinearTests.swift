@@ -9,7 +9,8 @@ func fakeDevice(_ token: String, sectors: UInt64 = 1 << 20) -> Device {
 
 /// A context in which every token names a large fake device.
 var fakeContext: TargetContext {
-    TargetContext { token throws(TargetError) in fakeDevice(token) } compressed: { token throws(TargetError) in fakeDevice(token) }
+    TargetContext(lookup: { token throws(TargetError) in fakeDevice(token) },
+                  compressed: { token throws(TargetError) in fakeDevice(token) })
 }
 
 /// The pieces a target maps `count` sectors from `offset` onto, as `(token, sector, count)`;
@@ -66,8 +67,8 @@ struct LinearTests {
     }
 
     @Test func linearChecksTheOffsetBeforeLookingUpTheDevice() {
-        let missing = TargetContext { token throws(TargetError) in throw TargetError("Device lookup failed") }
-            compressed: { token throws(TargetError) in throw TargetError("Device lookup failed") }
+        let missing = TargetContext(lookup: { _ throws(TargetError) in throw TargetError("Device lookup failed") },
+                                    compressed: { _ throws(TargetError) in throw TargetError("Device lookup failed") })
         #expect(constructorError(LinearTarget.self, ["A", "x"], length: 8, context: missing)?.message == "Invalid device sector")
         #expect(constructorError(LinearTarget.self, ["A", "0"], length: 8, context: missing)?.message == "Device lookup failed")
     }

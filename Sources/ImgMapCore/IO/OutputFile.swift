@@ -57,12 +57,21 @@ public final class OutputFile {
                 return
             }
         }
-        let temp = Self.temporaryName(for: path)
-        TemporaryFiles.register(temp)
-        let fd = imgmap_open_exclusive(temp, 0o666)
-        guard fd >= 0 else {
-            let code = errno
+        // A name already taken — a stale temporary of a killed run whose pid came round again, or
+        // something planted there — is left alone: the next name is tried.
+        var temp = ""
+        var fd: Int32 = -1
+        var code: Int32 = 0
+        for _ in 0..<100 {
+            temp = Self.temporaryName(for: path)
+            TemporaryFiles.register(temp)
+            fd = imgmap_open_exclusive(temp, 0o666)
+            code = errno
+            if fd >= 0 { break }
             TemporaryFiles.unregister(temp)
+            if code != EEXIST { break }
+        }
+        guard fd >= 0 else {
             let directory = Self.directory(of: path)
             let hint = code == ENOENT ? "the directory \(directory) does not exist" : nil
             throw IOFailure(path: path, operation: "create \(temp)", errno: code, exitStatus: .cannotCreate, hint: hint)
