@@ -47,6 +47,30 @@ struct ComposeTests {
         #expect(readBytes(out) == expected)
     }
 
+    /// An image cut short after the tables were loaded must not have its missing tail read as a hole of
+    /// zeros, in any output mode, nor in verify or manifest.
+    @Test(arguments: [Compose.Sparse.always, .auto, .never])
+    func imageTruncatedAfterLoadingIsAnErrorNotZeros(sparse: Compose.Sparse) throws {
+        let folder = TemporaryDirectory()
+        let image = sparseImage(in: folder, sectors: 4096, dataRanges: [0..<8])
+        let loaded = try loadTables("0 4096 linear S 0\n", devices: ["S": image])
+        let map = SectorMap(top: loaded.top)
+        let copy = folder.file("copy.img")
+        try FileManager.default.copyItem(atPath: image, toPath: copy)
+        #expect(truncate(image, 8 * 512) == 0)
+        let path = folder.file("out.img")
+        let out = try OutputFile(path: path, inputs: loaded.leaves.map(\.image))
+        #expect(throws: IOFailure.self) { try Compose(map: map, options: .init(sparse: sparse)).run(to: out) }
+        out.discard()
+        #expect(!FileManager.default.fileExists(atPath: path))
+
+        let verify = Verify(map: map, options: .init())
+        #expect(throws: IOFailure.self) {
+            try verify.run(image: ImageFile(openForReading: copy), isStream: false) { _ in }
+        }
+        #expect(throws: IOFailure.self) { try Manifest(map: map).bmap(path: "t") }
+    }
+
     @Test func smallBuffersGiveTheSameBytes() throws {
         let folder = TemporaryDirectory()
         let a = GoldenImages.path("A", sectors: 1000)

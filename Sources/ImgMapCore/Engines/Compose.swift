@@ -301,7 +301,7 @@ struct ExtentCopier {
         let key = ObjectIdentifier(leaf)
         var cursor = runs[key] ?? DataRuns(leaf: leaf)
         defer { runs[key] = cursor }
-        while pos < end, let run = cursor.nextData(from: pos), run.lowerBound < end {
+        while pos < end, let run = try cursor.nextData(from: pos), run.lowerBound < end {
             let runEnd = min(run.upperBound, end)
             try copyBytes(from: leaf.image, at: run.lowerBound, count: runEnd - run.lowerBound, to: destination + (run.lowerBound - source))
             pos = runEnd

@@ -34,7 +34,7 @@ public struct Manifest {
                         let from = offset.bytes
                         let to = from + extent.length.bytes
                         var pos = from
-                        while pos < to, let run = cursor.nextData(from: pos), run.lowerBound < to {
+                        while pos < to, let run = try cursor.nextData(from: pos), run.lowerBound < to {
                             let end = min(run.upperBound, to)
                             try body(start + (run.lowerBound - from)..<start + (end - from))
                             pos = end

@@ -167,8 +167,8 @@ public struct Verify {
                     let key = ObjectIdentifier(leaf)
                     var runs = sourceRuns[key] ?? DataRuns(leaf: leaf)
                     let sourcePos = offset.bytes + (pos - extent.start.bytes)
-                    let runEnd = runs.runEnd(from: sourcePos)
-                    expectedHole = runs.isHole(sourcePos..<sourcePos + 1)
+                    let runEnd = try runs.runEnd(from: sourcePos)
+                    expectedHole = try runs.isHole(sourcePos..<sourcePos + 1)
                     sourceRuns[key] = runs
                     if runEnd != UInt64.max { windowEnd = min(windowEnd, pos + (runEnd - sourcePos)) }
                 }
@@ -178,9 +178,9 @@ public struct Verify {
                         return
                     }
                     windowEnd = min(windowEnd, imageBytes)
-                    let imageRunEnd = imageRuns.runEnd(from: pos)
+                    let imageRunEnd = try imageRuns.runEnd(from: pos)
                     if imageRunEnd != UInt64.max { windowEnd = min(windowEnd, imageRunEnd) }
-                    if expectedHole && imageRuns.isHole(pos..<pos + 1) {
+                    if try expectedHole && imageRuns.isHole(pos..<pos + 1) {
                         pos = windowEnd
                         continue
                     }
