@@ -44,6 +44,38 @@ struct LimitsAndPermissionsTests {
         }
     }
 
+    /// A BGZF file of 100,000 members (zeros: 6.5 GB uncompressed in 4 MB) used by a compress segment:
+    /// the member walk, the table and a read at the far end stay in bounded memory.
+    @Test func aHundredThousandMemberBGZFFileMapsAndReadsItsLastSector() throws {
+        let f = CLIFixture()
+        // One member of zeros, as the writer makes it; repeated, then the EOF member.
+        let one = f.folder.file("one.gz")
+        let fd = open(one, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+        try #require(fd >= 0)
+        let writer = try BGZFWriter(output: ImageFile(descriptor: fd, path: one, writable: true), options: .init(threads: 1))
+        try [UInt8](repeating: 0, count: bgzfMaxInputPerBlock).withUnsafeBytes { try writer.write($0) }
+        try writer.finish()
+        let member = Array(readBytes(one).dropLast(bgzfEOFMember.count))
+        let members = 100_000
+        var file: [UInt8] = []
+        file.reserveCapacity(member.count * members + bgzfEOFMember.count)
+        for _ in 0..<members { file += member }
+        file += bgzfEOFMember
+        let big = f.folder.file("big.gz")
+        try Data(file).write(to: URL(fileURLWithPath: big))
+        let sectors = UInt64(members * bgzfMaxInputPerBlock) / 512
+        let table = f.folder.write("z.table", "0 \(sectors) compress big.gz 0\n")
+        try expectUnchanged([big, table]) {
+            let check = try imgmap(["check", table], in: f.folder)
+            #expect(check.status == 0, "\(check.stderr)")
+            #expect(check.out.hasPrefix("\(sectors) sectors"), "\(check.out)")
+            #expect(check.maxRSSBytes < 256 << 20, "check peaked at \(check.maxRSSBytes >> 20) MiB")
+            let tail = try imgmap(["decompress", "big.gz", "-o", "-", "--offset", "\(sectors * 512 - 512)"], in: f.folder)
+            #expect(tail.status == 0, "\(tail.stderr)")
+            #expect(tail.stdout == [UInt8](repeating: 0, count: 512))
+        }
+    }
+
     @Test func aStack32TablesDeepMapsAndComposesToItsImage() throws {
         let f = CLIFixture()
         var lower: [String] = []
