@@ -199,10 +199,10 @@ public struct TableLoader {
         /// not checked (nor is one whose size is unknown).
         func checkDeviceAreas(_ segments: [Segment], text: TableText) throws(TableError) {
             for segment in segments {
-                for area in segment.target.deviceAreas {
+                try segment.target.forEachDeviceArea { (area) throws(TableError) in
                     let size = area.device.size.value
-                    if case .leaf(let leaf) = area.device, !leaf.sizeKnown { continue }
-                    guard size > 0 else { continue }
+                    if case .leaf(let leaf) = area.device, !leaf.sizeKnown { return }
+                    guard size > 0 else { return }
                     let (areaEnd, overflow) = area.start.addingReportingOverflow(area.length)
                     if area.start >= size || overflow || areaEnd > size {
                         throw TableError(
@@ -222,8 +222,18 @@ public struct TableLoader {
             }
         }
 
+        /// Devices already looked up, by token: a big table names the same few devices on every line.
+        var deviceByToken: [String: Device] = [:]
+
         /// dm_get_device: a `--dev` binding, then a table's device, then a path.
         func resolve(_ token: String, from user: String) throws -> Device {
+            if let device = deviceByToken[token] { return device }
+            let device = try lookUp(token, from: user)
+            deviceByToken[token] = device
+            return device
+        }
+
+        func lookUp(_ token: String, from user: String) throws -> Device {
             if let target = devBindings[token] {
                 if target.hasPrefix("@") {
                     let name = String(target.dropFirst())

@@ -17,7 +17,9 @@ public struct CompressTarget: Target {
         linear = try LinearTarget(arguments: arguments, length: length, name: Self.name, lookup: context.compressedDevice)
     }
 
-    public var deviceAreas: [DeviceArea] { linear.deviceAreas }
+    public func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E) {
+        try linear.forEachDeviceArea(body)
+    }
 
     public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {
         try linear.map(offset: offset, count: count, body)

@@ -7,7 +7,7 @@ public struct ErrorTarget: Target {
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {}
 
-    public var deviceAreas: [DeviceArea] { [] }
+    public func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E) {}
 
     public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {
         try body(.error(count: count))

@@ -29,8 +29,8 @@ public struct LinearTarget: Target {
         self.length = length.value
     }
 
-    public var deviceAreas: [DeviceArea] {
-        [DeviceArea(device: device, token: token, start: offset, length: length)]
+    public func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E) {
+        try body(DeviceArea(device: device, token: token, start: offset, length: length))
     }
 
     public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {

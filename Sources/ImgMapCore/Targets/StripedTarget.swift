@@ -67,8 +67,10 @@ public struct StripedTarget: Target {
         self.width = width
     }
 
-    public var deviceAreas: [DeviceArea] {
-        stripes.map { DeviceArea(device: $0.device, token: $0.token, start: $0.offset, length: width) }
+    public func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E) {
+        for stripe in stripes {
+            try body(DeviceArea(device: stripe.device, token: stripe.token, start: stripe.offset, length: width))
+        }
     }
 
     public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {

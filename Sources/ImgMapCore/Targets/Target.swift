@@ -8,9 +8,9 @@ public protocol Target: Sendable {
     /// Throws the kernel's phrase for the first check that fails, in the kernel's order.
     init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError)
 
-    /// The device areas the segment uses, checked against their devices once the whole table is read
-    /// ("too small for target"), as the kernel does when the table is completed.
-    var deviceAreas: [DeviceArea] { get }
+    /// Calls `body` with each device area the segment uses, checked against their devices once the whole
+    /// table is read ("too small for target"), as the kernel does when the table is completed.
+    func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E)
 
     /// Maps `count` sectors from `offset` (relative to the segment start) onto pieces, in order.
     func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows
@@ -21,6 +21,13 @@ public protocol Target: Sendable {
 
 extension Target {
     public var name: String { Self.name }
+
+    /// The device areas as an array (for tests and small tables).
+    public var deviceAreas: [DeviceArea] {
+        var areas: [DeviceArea] = []
+        forEachDeviceArea { areas.append($0) }
+        return areas
+    }
 }
 
 /// A range of a device a target uses.

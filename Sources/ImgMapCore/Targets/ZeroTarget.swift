@@ -11,7 +11,7 @@ public struct ZeroTarget: Target {
         }
     }
 
-    public var deviceAreas: [DeviceArea] { [] }
+    public func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E) {}
 
     public func map(offset: UInt64, count: UInt64, _ body: (MappedPiece) throws -> Void) rethrows {
         try body(.zero(count: count))
