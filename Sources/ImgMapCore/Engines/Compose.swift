@@ -188,6 +188,14 @@ public struct Compose {
                         options.progress?.update(done)
                     }
                 case .data(let leaf, let offset):
+                    if case .bgzf(let image) = leaf.backing, left >= CompressedImage.streamThreshold {
+                        try image.stream(offset.bytes..<offset.bytes + left) { bytes in
+                            try out.append(bytes)
+                            done += UInt64(bytes.count)
+                            options.progress?.update(done)
+                        }
+                        return
+                    }
                     let buffer = inflateBuffer ?? IOBuffer(size: options.bufferSize)
                     inflateBuffer = buffer
                     var at = offset
@@ -311,6 +319,15 @@ struct ExtentCopier {
     /// A compressed image has no holes to find: its content is inflated through the buffer, and blocks
     /// of zeros are left as holes in the (pre-sized) output.
     mutating func inflate(from leaf: LeafFile, at source: UInt64, count: UInt64, to destination: UInt64) throws {
+        if case .bgzf(let image) = leaf.backing, count >= CompressedImage.streamThreshold {
+            var at = destination
+            try image.stream(source..<source + count) { bytes in
+                try writeSparse(bytes, at: at)
+                at += UInt64(bytes.count)
+                progress?.update(at)
+            }
+            return
+        }
         let buffer = self.buffer ?? IOBuffer(size: bufferSize)
         self.buffer = buffer
         var done: UInt64 = 0

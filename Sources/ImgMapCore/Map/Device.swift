@@ -12,7 +12,11 @@ public enum Device: Sendable {
     }
 }
 
+import Dispatch
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How a leaf's bytes are stored.
 public enum LeafBacking: Sendable {
@@ -27,23 +31,82 @@ public enum LeafBacking: Sendable {
     }
 }
 
-/// A BGZF image read by uncompressed offset. The reader caches the last inflated member; a lock keeps
-/// it to one thread at a time.
+/// A BGZF image read by uncompressed offset. Each reader caches its last inflated member, so sequential
+/// reads inflate every member once; a large read is split among one reader per core, which inflate
+/// their parts side by side (members are independent). A lock keeps each read to one caller at a time.
 public final class CompressedImage: @unchecked Sendable {
-    /// Guarded by `lock`: the reader's member cache is not thread-safe.
-    let reader: BGZFReader
+    /// Guarded by `lock`: the readers' member caches are not thread-safe. `readers[i]` is used only by
+    /// worker i of a read.
+    let readers: [BGZFReader]
     let lock = Mutex<Void>(())
 
-    init(reader: BGZFReader) {
-        self.reader = reader
+    /// Reads smaller than this are not worth splitting: a few members.
+    static let splitThreshold = 4 * bgzfMaxInputPerBlock
+
+    init(reader: BGZFReader, threads: Int = activeProcessorCount()) {
+        readers = [reader] + (1..<max(1, threads)).map { _ in reader.makeSibling() }
     }
 
-    public var uncompressedSize: UInt64 { reader.uncompressedSize }
+    public var uncompressedSize: UInt64 { readers[0].uncompressedSize }
 
     /// Fills `buffer` from uncompressed byte `offset`; returns fewer bytes only at the end.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
-        try lock.withLock { _ in try reader.read(into: buffer, at: offset) }
+        try lock.withLock { _ in
+            let parts = readers.count
+            guard parts > 1, buffer.count >= Self.splitThreshold * parts else {
+                return try readers[0].read(into: buffer, at: offset)
+            }
+            let size = readers[0].uncompressedSize
+            let want = offset >= size ? 0 : Int(min(UInt64(buffer.count), size - offset))
+            let share = (want + parts - 1) / parts
+            let failure = Mutex<Error?>(nil)
+            nonisolated(unsafe) let buffer = buffer
+            nonisolated(unsafe) let readers = readers
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let start = min(want, part * share)
+                let end = min(want, start + share)
+                guard start < end else { return }
+                do {
+                    let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<end])
+                    let n = try readers[part].read(into: slice, at: offset + UInt64(start))
+                    if n < end - start {
+                        throw BGZFError(path: readers[part].file.path, offset: nil, "the image ended early: was it truncated while in use?")
+                    }
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                }
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
+            return want
+        }
     }
+}
+
+extension CompressedImage {
+    /// Ranges at least this long are streamed through the inflate queue (its threads cost a little to
+    /// start); shorter ones are read through `read(into:at:)`.
+    static let streamThreshold: UInt64 = 8 << 20
+
+    /// Hands the uncompressed bytes of `range` to `body` in order, in chunks of about 1 MiB, inflating
+    /// ahead on every core (a fixed window of chunks in flight) while `body` writes the previous ones.
+    func stream(_ range: Range<UInt64>, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try lock.withLock { _ in
+            let reader = readers[0]
+            let queue = BGZFInflateQueue(file: reader.file, table: reader.table, library: reader.library, range: range,
+                                         threads: readers.count, slotsPerThread: 8, chunkSize: 16 * bgzfMaxInputPerBlock)
+            defer { queue.stop() }
+            for chunk in 0..<queue.chunkCount {
+                let bytes = try queue.waitForChunk(chunk)
+                try body(bytes)
+                queue.release(chunk)
+            }
+        }
+    }
+}
+
+/// Cores to use for work split among threads.
+func activeProcessorCount() -> Int {
+    max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 }
 
 /// An image file bound as a device: opened once, shared by every table line that names it.
