@@ -17,14 +17,6 @@ int64_t imgmap_seek_hole(int fd, int64_t offset) { return lseek(fd, offset, SEEK
 int imgmap_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
 int imgmap_get_pipe_size(int fd) { return fcntl(fd, F_GETPIPE_SZ); }
 
-int imgmap_punch_hole(int fd, int64_t offset, int64_t len) {
-    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
-}
-
-int imgmap_fadvise_sequential(int fd, int64_t offset, int64_t len) {
-    return posix_fadvise(fd, offset, len, POSIX_FADV_SEQUENTIAL);
-}
-
 int64_t imgmap_block_device_size(int fd) {
     uint64_t size = 0;
     if (ioctl(fd, BLKGETSIZE64, &size) != 0) return -1;

@@ -15,10 +15,6 @@ int64_t imgmap_seek_hole(int fd, int64_t offset);
 int imgmap_set_pipe_size(int fd, int size);
 /// fcntl(fd, F_GETPIPE_SZ).
 int imgmap_get_pipe_size(int fd);
-/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len).
-int imgmap_punch_hole(int fd, int64_t offset, int64_t len);
-/// posix_fadvise(fd, offset, len, POSIX_FADV_SEQUENTIAL).
-int imgmap_fadvise_sequential(int fd, int64_t offset, int64_t len);
 /// BLKGETSIZE64 on a block device: its size in bytes, or -1.
 int64_t imgmap_block_device_size(int fd);
 /// open(path, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode): a fresh file, never through a symlink.

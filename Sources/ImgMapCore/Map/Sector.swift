@@ -17,9 +17,6 @@ public struct Sector: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// The byte offset or count. Sectors inside a valid device (< 2^54) always fit.
     @inlinable public var bytes: UInt64 { value &* sectorSize }
 
-    /// The byte offset as a file offset (`off_t`).
-    @inlinable public var byteOffset: Int64 { Int64(truncatingIfNeeded: value &* sectorSize) }
-
     public static let zero = Sector(0)
 
     @inlinable public static func < (a: Sector, b: Sector) -> Bool { a.value < b.value }

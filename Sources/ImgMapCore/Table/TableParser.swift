@@ -40,7 +40,7 @@ public enum TableParser {
                 name = String(decoding: bytes[lo..<prefixEnd - 1], as: UTF8.self)
                 lo = prefixEnd
             }
-            try checkSegmentFormat(bytes, lo, hi, number: lineNumber, path: path)
+            _ = try scanHeader(bytes, lo, hi, number: lineNumber, path: path)
             let span = TableText.LineSpan(number: lineNumber, lo: lo, hi: hi)
             if let index = indexByName[name] {
                 tables[index].spans.append(span)
@@ -56,22 +56,17 @@ public enum TableParser {
         return tables
     }
 
-    /// dmsetup's format check of a segment line: start, length and a target name are there. Allocates
-    /// nothing; the line is split into arguments only when the loader reaches it.
-    static func checkSegmentFormat(_ b: [UInt8], _ lo: Int, _ hi: Int, number: Int, path: String) throws(TableError) {
-        func invalid(_ what: String) -> TableError {
-            TableError(path: path, line: number, message: "Invalid format",
-                       detail: what, hint: "a segment line is `<start> <length> <target> <args…>` in 512-byte sectors")
-        }
-        guard let (_, afterStart) = scanULL(b, lo, hi) else { throw invalid("start is not a number") }
-        guard let (_, afterLength) = scanULL(b, afterStart, hi) else { throw invalid("length is not a number") }
-        var i = afterLength
-        while i < hi && isCSpace(b[i]) { i += 1 }
-        guard i < hi else { throw invalid("no target type") }
+    /// The fields dmsetup reads with `sscanf("%llu %llu %s")`: start, length, and where the target name
+    /// lies. Allocates nothing.
+    struct SegmentHeader {
+        var start: UInt64
+        var length: UInt64
+        var target: Range<Int>
     }
 
-    /// One segment line between `lo` and `hi` (already trimmed, not a comment).
-    static func parseSegment(_ b: [UInt8], _ lo: Int, _ hi: Int, number: Int, path: String) throws(TableError) -> TableLine {
+    /// dmsetup's format check of a segment line: start, length and a target name are there. The line is
+    /// split into arguments only when the loader reaches it (`parseSegment`).
+    static func scanHeader(_ b: [UInt8], _ lo: Int, _ hi: Int, number: Int, path: String) throws(TableError) -> SegmentHeader {
         func invalid(_ what: String) -> TableError {
             TableError(path: path, line: number, message: "Invalid format",
                        detail: what, hint: "a segment line is `<start> <length> <target> <args…>` in 512-byte sectors")
@@ -83,11 +78,18 @@ public enum TableParser {
         let targetStart = i
         while i < hi && !isCSpace(b[i]) { i += 1 }
         guard i > targetStart else { throw invalid("no target type") }
-        let target = String(decoding: b[targetStart..<i], as: UTF8.self)
+        return SegmentHeader(start: start, length: length, target: targetStart..<i)
+    }
+
+    /// One segment line between `lo` and `hi` (already trimmed, not a comment).
+    static func parseSegment(_ b: [UInt8], _ lo: Int, _ hi: Int, number: Int, path: String) throws(TableError) -> TableLine {
+        let header = try scanHeader(b, lo, hi, number: number, path: path)
+        var i = header.target.upperBound
         while i < hi && isCSpace(b[i]) { i += 1 }
         var paramsEnd = i
         while paramsEnd < hi && b[paramsEnd] != UInt8(ascii: "#") { paramsEnd += 1 }
-        return TableLine(number: number, start: start, length: length, target: target,
+        return TableLine(number: number, start: header.start, length: header.length,
+                         target: String(decoding: b[header.target], as: UTF8.self),
                          arguments: splitArguments(b, i, paramsEnd))
     }
 
