@@ -68,24 +68,21 @@ public struct Compose {
             throw MappedReadError(range: SectorRange(start: first.start.value, length: first.length.value), origin: first.origin)
         }
         let report: Report
-        if let compress = options.compress {
-            report = try composeCompressed(output.file, options: compress)
-            options.progress?.finish(report.bytes)
-            return report
-        }
         switch output.kind {
+        case _ where options.compress != nil:
+            report = try composeCompressed(output.file, options: options.compress ?? BGZFWriter.Options())
         case .regularFile where options.digest == nil && options.sparse != .never:
             report = try composeToFile(output.file, detectZeros: options.sparse == .always)
         case .regularFile:
             report = try composeBuffered(output.file, stream: false)
         case .stream where options.digest == nil && imgmap_get_pipe_size(output.file.fd) > 0:
             report = try composeToPipe(output.file)
-        case .stream, .blockDevice:
-            if output.kind == .blockDevice {
-                let size = try output.file.byteSize()
-                guard size >= map.size.bytes else {
-                    throw PlainFailure("\(output.path): the block device holds \(size) bytes, the mapped device \(map.size.bytes)", .cannotCreate)
-                }
+        case .stream:
+            report = try composeBuffered(output.file, stream: true)
+        case .blockDevice:
+            let size = try output.file.byteSize()
+            guard size >= map.size.bytes else {
+                throw PlainFailure("\(output.path): the block device holds \(size) bytes, the mapped device \(map.size.bytes)", .cannotCreate)
             }
             report = try composeBuffered(output.file, stream: true)
         }
