@@ -99,6 +99,12 @@ struct ScatterCommand: ParsableCommand {
             return
         }
 
+        // The errors file is opened (as a temporary beside it) before any member is created or written,
+        // so a path that cannot be written, or that is a member or the input, is refused while nothing
+        // has changed.
+        let errorsOut = try errors.map {
+            try OutputFile(path: $0, inputs: try inputFiles(loaded, extra: [tables.devices.dmsetupLs]) + [inputFile])
+        }
         for (path, size) in planned.sorted(by: { $0.key < $1.key }) {
             try createSparseImage(path, size: size)
         }
@@ -107,10 +113,6 @@ struct ScatterCommand: ParsableCommand {
             loaded = try tables.load()
             scatter = Scatter(map: SectorMap(top: loaded.top), options: options)
         }
-
-        // The errors file is opened (as a temporary beside it) before the first write too, so a path that
-        // cannot be written, or that is a member or the input, is refused while nothing has been written.
-        let errorsOut = try errors.map { try OutputFile(path: $0, inputs: try inputFiles(loaded, extra: [tables.devices.dmsetupLs]) + [inputFile]) }
 
         // Every member is opened read-write before the first write, so a read-only one is refused up front.
         var writers: [ObjectIdentifier: ImageFile] = [:]
