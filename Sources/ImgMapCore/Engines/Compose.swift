@@ -33,7 +33,7 @@ public struct Compose {
         public var compress: BGZFWriter.Options?
         public var progress: Progress?
         /// Bytes per read/write on the buffered paths.
-        public var bufferSize = 4 << 20
+        public var bufferSize = 1 << 20
 
         public init(onError: ErrorPolicy = .fail, sparse: Sparse = .always, digest: DigestAlgorithm? = nil, progress: Progress? = nil) {
             self.onError = onError
@@ -210,7 +210,7 @@ public struct Compose {
                         errors.append(start: extent.start.value, length: extent.length.value)
                     }
                     while left > 0 {
-                        let n = imgmap_vmsplice(out.fd, Self.zeroPages, min(left, UInt64(Self.zeroPagesSize)))
+                        let n = imgmap_vmsplice(out.fd, zeroPages, min(left, UInt64(zeroPagesSize)))
                         if n > 0 {
                             left -= UInt64(n)
                             done += UInt64(n)
@@ -229,10 +229,6 @@ public struct Compose {
 
     struct SpliceUnsupported: Error {}
 
-    /// Zeros for vmsplice: the pipe references these pages after the call returns, so they are never
-    /// written and never freed (allocated once per process).
-    nonisolated(unsafe) static let zeroPages: UnsafeMutableRawPointer = calloc(1, zeroPagesSize)!
-    static let zeroPagesSize = 1 << 20
 
     /// Regular-file output with holes: zero extents, image holes and (with `detectZeros`) all-zero blocks.
     func composeToFile(_ out: ImageFile, detectZeros: Bool) throws -> Report {
