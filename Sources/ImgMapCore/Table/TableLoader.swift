@@ -320,6 +320,7 @@ public struct TableLoader {
 /// Reads a whole (small) file: a table or a list. `-` reads standard input.
 public func readWholeFile(_ path: String) throws -> [UInt8] {
     let file: ImageFile
+    var expected = 0
     if path == "-" {
         file = ImageFile(descriptor: 0, path: "<stdin>", writable: false, owned: false)
     } else {
@@ -328,13 +329,19 @@ public func readWholeFile(_ path: String) throws -> [UInt8] {
         if (st.st_mode & S_IFMT) == S_IFDIR {
             throw IOFailure(path: path, operation: "read", errno: EISDIR, exitStatus: .noInput)
         }
+        if (st.st_mode & S_IFMT) == S_IFREG { expected = Int(st.st_size) }
     }
-    var result: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    // Read straight into the result, sized once for a regular file; a pipe grows it as it comes.
+    var result = [UInt8](repeating: 0, count: max(expected + 1, 1 << 16))
+    var count = 0
     while true {
-        let n = try chunk.withUnsafeMutableBytes { try file.readSequential(into: $0) }
+        if count == result.count { result.append(contentsOf: repeatElement(0, count: result.count)) }
+        let n = try result.withUnsafeMutableBytes { bytes in
+            try file.readSequential(into: UnsafeMutableRawBufferPointer(rebasing: bytes[count...]))
+        }
         if n == 0 { break }
-        result.append(contentsOf: chunk[0..<n])
+        count += n
     }
+    result.removeSubrange(count...)
     return result
 }
