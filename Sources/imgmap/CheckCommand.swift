@@ -32,7 +32,7 @@ struct CheckCommand: ParsableCommand {
             print("{\"device\":\(jsonString(top.name)),\"sectors\":\(top.size.value),\"bytes\":\(top.size.bytes),"
                 + "\"segments\":\(segments),\"tables\":\(loaded.devices.count)}")
         } else {
-            print("\(top.size.value) sectors (\(top.size.bytes) bytes, \(formatBytes(top.size.bytes))): \(segments) segments in \(loaded.devices.count) table\(loaded.devices.count == 1 ? "" : "s")")
+            print("\(top.size.value) sectors (\(top.size.bytes) bytes, \(formatBytes(top.size.bytes))): \(segments) segment\(segments == 1 ? "" : "s") in \(loaded.devices.count) table\(loaded.devices.count == 1 ? "" : "s")")
         }
     }
 }
