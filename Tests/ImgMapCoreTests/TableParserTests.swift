@@ -161,15 +161,37 @@ struct TableParserTests {
 
     // MARK: arguments (`dm_split_args`)
 
-    @Test func backslashQuotesTheNextCharacter() throws {
+    // libdevmapper escapes every backslash before the ioctl, so the kernel's unquoting in dm_split_args
+    // gives it back: a backslash is an ordinary character. The three rules below are the real kernel's
+    // answers (dm-oracle, Linux 6.1, asked on 2026-11-26).
+
+    @Test func backslashIsAnOrdinaryCharacter() throws {
         let parsed = try lines(#"0 8 error a\ b c\\d \x"#)
-        #expect(parsed[0].arguments == ["a b", #"c\d"#, "x"])
+        #expect(parsed[0].arguments == [#"a\"#, "b", #"c\\d"#, #"\x"#])
     }
 
     @Test func backslashBeforeACommentStaysLiteral() throws {
-        // dmsetup cuts at `#` first; the kernel then sees a backslash with nothing after it.
+        // dmsetup cuts at `#` first.
         let parsed = try lines("0 8 error a\\#b")
         #expect(parsed[0].arguments == [#"a\"#])
+    }
+
+    @Test func backslashSpaceIsTwoArgumentsForTheKernel() {
+        // `linear A \ 5`: three arguments (`A`, `\`, `5`), "Invalid argument count".
+        let error = loadError(#"0 100 linear A \ 5"#, devices: ["A": "/dev/null"])
+        #expect(error?.description.hasPrefix("t.table:1: linear: Invalid argument count") == true, "\(String(describing: error))")
+    }
+
+    @Test func backslashInAnOffsetIsNotADigit() {
+        // `linear A 1\0`: the offset `1\0` is "Invalid device sector" (not 10).
+        let error = loadError(#"0 100 linear A 1\0"#, devices: ["A": "/dev/null"])
+        #expect(error?.description.hasPrefix("t.table:1: linear: Invalid device sector") == true, "\(String(describing: error))")
+    }
+
+    @Test func backslashBeforeASpaceEndsTheDeviceName() {
+        // `linear A\ 5`: the device is `A\`, which nothing binds: "Device lookup failed".
+        let error = loadError(#"0 100 linear A\ 5"#, devices: ["A": "/dev/null"])
+        #expect(error?.description.hasPrefix(#"t.table:1: linear: Device lookup failed: A\: "#) == true, "\(String(describing: error))")
     }
 
     @Test func noBreakSpaceSeparatesKernelArguments() throws {

@@ -5,7 +5,7 @@ public struct TableLine: Sendable, Equatable {
     public var start: UInt64
     public var length: UInt64
     public var target: String
-    /// The target's arguments after the kernel's `dm_split_args` (whitespace-separated, `\` quotes).
+    /// The target's arguments as the kernel receives them from dmsetup: whitespace-separated.
     public var arguments: [String]
 }
 
