@@ -18,8 +18,6 @@ struct Run {
     var status: Int32
     var stdout: [UInt8]
     var stderr: String
-    /// The child's peak resident set, from wait4(2).
-    var maxRSSBytes: Int = 0
     var out: String { String(decoding: stdout, as: UTF8.self) }
 }
 
@@ -39,8 +37,23 @@ func imgmap(_ arguments: [String], stdin: String? = nil, stdinFile: String? = ni
     let child = try Child(arguments, wrapper: wrapper, stdin: inPath, stdout: .init(stdoutTo ?? outPath, append: stdoutTo != nil),
                           stderr: .init(errPath), environment: environment, in: directory.path)
     let end = child.wait()
-    return Run(status: end.status, stdout: readBytes(outPath), stderr: String(decoding: readBytes(errPath), as: UTF8.self),
-               maxRSSBytes: end.maxRSSBytes)
+    return Run(status: end.status, stdout: readBytes(outPath), stderr: String(decoding: readBytes(errPath), as: UTF8.self))
+}
+
+/// Runs `imgmap arguments…` under GNU time and returns its peak resident set in bytes too, or nil when
+/// /usr/bin/time is missing. wait4(2) on a child started from the test process cannot tell: a process
+/// spawned with vfork semantics keeps, across exec, the peak of the (large, busy) test process it
+/// shared memory with until then. `time` forks the binary from its own small process.
+func imgmapPeakRSS(_ arguments: [String], in directory: TemporaryDirectory) throws -> (Run, Int?) {
+    let time = "/usr/bin/time"
+    guard FileManager.default.isExecutableFile(atPath: time) else { return (try imgmap(arguments, in: directory), nil) }
+    let folder = TemporaryDirectory("imgmap-rss")
+    let report = folder.file("rss")
+    let run = try imgmap(arguments, wrapper: [time, "-f", "%M", "-o", report], in: directory)
+    let text = String(decoding: readBytes(report), as: UTF8.self)
+    withExtendedLifetime(folder) {}
+    let kib = text.split(separator: "\n").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    return (run, kib.map { $0 * 1024 })
 }
 
 /// A child process started with posix_spawn(2) and not waited for: the test can signal it, feed or
