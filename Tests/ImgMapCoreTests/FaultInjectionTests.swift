@@ -231,7 +231,10 @@ struct FaultInjectionTests {
                 child.send(signal)
             }
             #expect(run.status == 128 + signal, "\(run.stderr)")
-            #expect(run.stderr == "")
+            // Nothing but progress: the held progress line may still get out while the signal is being
+            // handled on another thread, as the test drains the pipe.
+            let lines = run.stderr.split(separator: "\n")
+            #expect(lines.allSatisfy { $0.hasPrefix("{\"done\":") }, "\(run.stderr)")
         }
         #expect(!fileExists(f.out))
         #expect(f.temporaries == [])
