@@ -144,15 +144,8 @@ struct ManifestTests {
 
     @Test(arguments: GoldenCase.names(mode: "read"))
     func goldenReadCaseBmapVerifiesAgainstItsComposedImage(_ name: String) throws {
-        let golden = try GoldenCase.named(name)
-        let (bindings, _) = golden.bindings(case: name)
-        let loaded = try TableLoader(bindings: bindings).load()
-        let map = SectorMap(top: loaded.top)
-        let folder = TemporaryDirectory()
+        let (golden, map, folder) = try composeGoldenReadCase(name)
         let path = folder.file("out.img")
-        let out = try OutputFile(path: path, inputs: loaded.leaves.map(\.image))
-        _ = try Compose(map: map, options: .init(onError: .zero)).run(to: out)
-        try out.commit()
         let bmap = try BmapFile(text: try Manifest(map: map, onError: .zero).bmap(path: name))
         #expect(bmap.imageSize == golden.size_bytes)
         #expect(try verifyBmap(bmap: bmap, image: ImageFile(openForReading: path)) == [])

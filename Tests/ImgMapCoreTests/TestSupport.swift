@@ -291,3 +291,17 @@ struct SplitMix64: RandomNumberGenerator {
         return out
     }
 }
+
+/// Loads golden read case `name` and composes it (error extents as zeros) to `out.img` in a fresh
+/// folder, which the caller keeps alive while it uses the file.
+func composeGoldenReadCase(_ name: String) throws -> (GoldenCase, SectorMap, TemporaryDirectory) {
+    let golden = try GoldenCase.named(name)
+    let (bindings, _) = golden.bindings(case: name)
+    let loaded = try TableLoader(bindings: bindings).load()
+    let map = SectorMap(top: loaded.top)
+    let folder = TemporaryDirectory()
+    let out = try OutputFile(path: folder.file("out.img"), inputs: loaded.leaves.map(\.image))
+    _ = try Compose(map: map, options: .init(onError: .zero)).run(to: out)
+    try out.commit()
+    return (golden, map, folder)
+}

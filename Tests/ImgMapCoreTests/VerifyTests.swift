@@ -48,15 +48,8 @@ func composedImage(_ f: CLIFixture, _ table: String, lower: [(String, String)] =
 struct VerifyTests {
     @Test(arguments: GoldenCase.names(mode: "read"))
     func goldenReadCaseVerifiesAgainstItsComposedImage(_ name: String) throws {
-        let golden = try GoldenCase.named(name)
-        let (bindings, _) = golden.bindings(case: name)
-        let loaded = try TableLoader(bindings: bindings).load()
-        let map = SectorMap(top: loaded.top)
-        let folder = TemporaryDirectory()
+        let (golden, map, folder) = try composeGoldenReadCase(name)
         let path = folder.file("out.img")
-        let out = try OutputFile(path: path, inputs: loaded.leaves.map(\.image))
-        _ = try Compose(map: map, options: .init(onError: .zero)).run(to: out)
-        try out.commit()
         #expect(try verifyImage(map, path, onError: .zero).report.identical)
         // Under fail, exactly the kernel's error ranges are unverifiable (each extent reported apart).
         let strict = try verifyImage(map, path).mismatches
