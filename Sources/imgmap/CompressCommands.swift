@@ -28,7 +28,9 @@ struct CompressionOptions: ParsableArguments {
 
     func validate() throws {
         if let level, !(0...9).contains(level) { throw ValidationError("--level \(level): give 0 to 9") }
-        if let threads, threads < 1 { throw ValidationError("--threads \(threads): give at least 1") }
+        if let threads {
+            do { try Limits.checkThreads(threads) } catch { throw ValidationError(error.message) }
+        }
     }
 }
 
@@ -57,6 +59,7 @@ struct CompressCommand: ParsableCommand {
     @OptionGroup var compression: CompressionOptions
 
     func run() throws {
+        try OutputFile.refuseSameFile([("-o", output)] + (compression.index.map { [("--index", $0)] } ?? []))
         let (source, _) = try openImage(input)
         let out = try OutputFile(path: output, inputs: [source])
         let indexOut = try compression.index.map { try OutputFile(path: $0, inputs: [source]) }
@@ -103,13 +106,14 @@ struct DecompressCommand: ParsableCommand {
     var threads: Int?
 
     func run() throws {
+        if let threads { try Limits.checkThreads(threads) }
         let source = try ImageFile(openForReading: input)
         // IN.gzi is read too: writing over it would leave IN with an index that disagrees.
-        let index = try? ImageFile(openForReading: input + ".gzi")
+        let index = try? ImageFile(openRegularFile: input + ".gzi")
         let out = try OutputFile(path: output, inputs: [source] + (index.map { [$0] } ?? []))
         do {
             var cores = 1
-            if let threads { cores = max(1, threads) } else { cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+            if let threads { cores = threads } else { cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
             try decompressImage(input: source, output: out.file, offset: offset, length: length, threads: cores)
             try out.commit()
         } catch {

@@ -47,15 +47,27 @@ struct IMGMap: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+            flushStandardOutput()
         } catch {
             exit(withFailure: error)
         }
+    }
+
+    /// Flushes what `print` buffered: a stdout that cannot take it (`> /dev/full`) is exit 74, never a
+    /// silent 0 (141 for a reader gone away, as for the image writes).
+    static func flushStandardOutput() {
+        guard fflush(nil) != 0 else { return }
+        let code = errno
+        if code == EPIPE { Glibc.exit(141) }
+        writeStderr("imgmap: <stdout>: write: \(errnoDescription(code))\n")
+        Glibc.exit(ExitStatus.ioError.rawValue)
     }
 
     /// Reports `error` on stderr and exits with its sysexits status.
     static func exit(withFailure error: Error) -> Never {
         if let code = error as? ExitCode {
             // A command's own "no" answer (verify: different), already reported on stdout.
+            flushStandardOutput()
             Glibc.exit(code.rawValue)
         }
         if let failure = error as? ImgMapFailure {

@@ -96,8 +96,13 @@ extension VerifyCommand {
                 try sink.write("\(paths[0]): \(mismatch.description)\n")
             }
         }
+        // A range without a checksum (bmap 1.0–1.2 may leave them out) was not checked: never say it matched.
+        let unchecked = manifest.ranges.filter { $0.checksum == nil }.count
         let summary = mismatches.isEmpty
-            ? "identical: \(manifest.ranges.count) ranges (\(manifest.mappedBlocksCount) blocks) match \(path)"
+            ? (unchecked == 0
+                ? "identical: \(manifest.ranges.count) ranges (\(manifest.mappedBlocksCount) blocks) match \(path)"
+                : "identical as far as checked: \(manifest.ranges.count - unchecked) of \(manifest.ranges.count) ranges match \(path); "
+                    + "\(unchecked) carry no checksum and were not checked")
             : "different: \(mismatches.count) mismatch\(mismatches.count == 1 ? "" : "es") against \(path)"
         try sink.write(json ? "{\"identical\":\(mismatches.isEmpty),\"mismatches\":\(mismatches.count)}\n" : summary + "\n")
         try sink.flush()

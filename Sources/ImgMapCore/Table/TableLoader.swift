@@ -234,6 +234,11 @@ public struct TableLoader {
         }
 
         func lookUp(_ token: String, from user: String) throws -> Device {
+            // open(2) would stop at the NUL and open the file named by the bytes before it.
+            if let nul = token.utf8.firstIndex(of: 0) {
+                throw TargetError("Device lookup failed",
+                                  detail: "`\(token.map { $0 == "\0" ? "\\0" : String($0) }.joined())` holds a NUL byte (byte \(token.utf8.distance(from: token.utf8.startIndex, to: nul) + 1)); no file name can hold one")
+            }
             if let target = devBindings[token] {
                 if target.hasPrefix("@") {
                     let name = String(target.dropFirst())
