@@ -178,6 +178,21 @@ struct ReliabilityTests {
         #expect(unchecked.out == "identical as far as checked: 0 of 1 ranges match n.bmap; 1 carry no checksum and were not checked\n")
     }
 
+    // MARK: a table whose compress image is corrupt
+
+    @Test func verifyOfATableWhoseCompressImageIsCorruptSaysItCannotBeRead() throws {
+        let f = CLIFixture()
+        #expect(try imgmap(["compress", f.a, "-o", "a.gz"], in: f.folder).status == 0)
+        var bytes = readBytes(f.folder.file("a.gz"))
+        bytes[100] ^= 0xff
+        #expect(FileManager.default.createFile(atPath: f.folder.file("a.gz"), contents: Data(bytes)))
+        let table = f.folder.write("c.table", "0 256 compress a.gz 0\n")
+        let run = try imgmap(["verify", table, f.a], in: f.folder)
+        #expect(run.status == 65, "\(run.stderr)")
+        #expect(run.stderr.hasPrefix("imgmap: a.gz: offset 0: "), "\(run.stderr)")
+        #expect(!run.out.contains("differ"), "\(run.out)")
+    }
+
     // MARK: limits
 
     @Test(arguments: [["compress", "a.img", "-o", "x.gz"], ["decompress", "x.gz", "-o", "x.img"]])
