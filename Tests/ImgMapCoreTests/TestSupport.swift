@@ -201,7 +201,8 @@ func readBytes(_ path: String) -> [UInt8] { [UInt8](FileManager.default.contents
 /// Table paths are their names (`t.table`, `NAME.table`), so errors read `t.table:3: …`.
 func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String: String] = [:],
                 topPath: String = "t.table", top topName: String? = nil,
-                strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
+                strictness: TableLoader.Strictness = .openAll,
+                extraTargets: [any Target.Type] = []) throws -> TableLoader.Loaded {
     var texts: [String: [UInt8]] = [topPath: Array(top.utf8)]
     var files: [Bindings.TableFile] = []
     for (name, text) in lower {
@@ -212,6 +213,7 @@ func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String:
     let bindings = Bindings(tables: files, devices: devices.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) },
                             top: topName)
     var loader = TableLoader(bindings: bindings, strictness: strictness)
+    loader.targets += extraTargets
     loader.readTable = { path in
         guard let bytes = texts[path] else { throw IOFailure(path: path, operation: "open", errno: ENOENT, exitStatus: .noInput) }
         return bytes
@@ -252,6 +254,7 @@ func summary(_ e: Extent) -> String {
     case .data(let leaf, let offset): "\(e.start) \(e.length) data \(URL(fileURLWithPath: leaf.path).lastPathComponent) \(offset)"
     case .zero: "\(e.start) \(e.length) zero"
     case .error: "\(e.start) \(e.length) error"
+    case .computed(let source, let at): "\(e.start) \(e.length) computed \(source.describe(sector: at, count: e.length.value))"
     }
 }
 

@@ -25,7 +25,7 @@ public struct Manifest {
                     switch extent.source {
                     case .zero:
                         break
-                    case .error:
+                    case .error, .computed:
                         try body(start..<extent.end.bytes)
                     case .data(let leaf, let offset):
                         let key = ObjectIdentifier(leaf)

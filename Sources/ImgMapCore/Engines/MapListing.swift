@@ -55,7 +55,11 @@ public struct MapListing {
         out.append(":")
         out.append(decimal: UInt64(e.origin.line))
         out.spaces(max(1, 19 - (out.bytes.count - placeStart)))
-        if case .data(let leaf, _) = e.source { out.append(leaf.path) } else { out.append("-") }
+        switch e.source {
+        case .data(let leaf, _): out.append(leaf.path)
+        case .computed(let source, let at): out.append(source.describe(sector: at, count: e.length.value))
+        default: out.append("-")
+        }
         out.append("\n")
     }
 
@@ -79,6 +83,10 @@ public struct MapListing {
         case .error:
             if let device = e.origin.device { out.append(json: device) } else { out.append("null") }
             out.append(",\"file\":null,\"offset\":null,\"error\":true")
+        case .computed(let source, let at):
+            if let device = e.origin.device { out.append(json: device) } else { out.append("null") }
+            out.append(",\"file\":null,\"offset\":null,\"computed\":")
+            out.append(json: source.describe(sector: at, count: e.length.value))
         }
         out.append(",\"table\":")
         out.append(json: e.origin.table)

@@ -93,27 +93,38 @@ public struct Scatter {
 
     /// A compress extent cannot be written: the image is compressed. Checked for the whole range before
     /// anything is written (for a stream: to the end of the device, its length being unknown).
+    /// A compress extent cannot be written (the image is compressed), nor a computed piece whose
+    /// target cannot write offline. Computed pieces are looked through to the images under them.
     func refuseReadOnly(in range: Range<UInt64>) throws {
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
-            if case .data(let leaf, _) = extent.source, !leaf.backing.isRaw {
-                throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) are read-only: a compress target's image cannot be written; nothing was written (decompress it with `imgmap decompress` and map it with linear to write there)", .dataError)
+            let place = "sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description))"
+            if case .computed(let source, let at) = extent.source, let why = source.writeRefusal(sector: at, count: extent.length.value) {
+                throw PlainFailure("\(place) cannot be written: \(why); nothing was written", .dataError)
+            }
+            try SectorMap.descend(extent) { leafExtent in
+                if case .data(let leaf, _) = leafExtent.source, !leaf.backing.isRaw {
+                    throw PlainFailure("\(place) are read-only: a compress target's image cannot be written; nothing was written (decompress it with `imgmap decompress` and map it with linear to write there)", .dataError)
+                }
             }
         }
     }
 
+    /// An error extent fails the kernel's write with EIO, also under a computed piece.
     func refuseErrors(in range: Range<UInt64>, upFront: Bool) throws {
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
-            if case .error = extent.source {
-                throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) would fail with EIO as the kernel's write does\(upFront ? ": refused before anything was written" : "") (use --on-error skip to write the rest and list the skipped ranges)", .ioError)
+            try SectorMap.descend(extent) { leafExtent in
+                if case .error = leafExtent.source {
+                    throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) would fail with EIO as the kernel's write does\(upFront ? ": refused before anything was written" : "") (use --on-error skip to write the rest and list the skipped ranges)", .ioError)
+                }
             }
         }
     }
 
-    /// The images written in `range`, each once.
+    /// The images written in `range`, each once, also those under computed pieces.
     public func leavesWritten(in range: Range<UInt64>) -> [LeafFile] {
         var seen = Set<ObjectIdentifier>()
         var result: [LeafFile] = []
-        map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
+        map.forEachLeafExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
             if case .data(let leaf, _) = extent.source, seen.insert(ObjectIdentifier(leaf)).inserted {
                 result.append(leaf)
             }
@@ -228,6 +239,9 @@ public struct Scatter {
                 report.dropped.append(start: extent.start.value, length: extent.length.value)
             case .error:
                 report.skipped.append(start: extent.start.value, length: extent.length.value)
+            case .computed(let source, let at):
+                try source.write(slice, at: at, io: DeviceIO(writers: writers))
+                report.written.append(start: extent.start.value, length: extent.length.value)
             }
         }
     }
@@ -250,6 +264,8 @@ public struct Scatter {
                 what = "drop (zero target)"
             case .error:
                 what = options.onError == .skip ? "skip: EIO (error target), listed in --errors" : "refuse: EIO (error target)"
+            case .computed(let source, let at):
+                what = "write \(extent.length.bytes) bytes through \(extent.origin.target): \(source.describe(sector: at, count: extent.length.value))"
             }
             try sink.write("sectors \(extent.start.value)+\(extent.length.value): \(what)  [\(extent.origin.description)]\n")
         }

@@ -24,6 +24,8 @@ public struct TableLoader {
     public let strictness: Strictness
     /// Reads a table file's bytes (`-` is stdin); replaceable for tests.
     public var readTable: (String) throws -> [UInt8]
+    /// The target types tables may use: imgmap's own, plus any a library user adds.
+    public var targets: [any Target.Type] = TargetRegistry.all
 
     public init(bindings: Bindings, strictness: Strictness = .openAll) {
         self.bindings = bindings
@@ -169,9 +171,9 @@ public struct TableLoader {
                 if overflow || tableEnd > maxDeviceSectors {
                     throw fail("too large device", "the segment would end past sector \(maxDeviceSectors) (2^54 − 1), the kernel's limit")
                 }
-                guard let type = TargetRegistry.type(named: line.target) else {
+                guard let type = loader.targets.first(where: { $0.name == line.target }) else {
                     throw TableError(path: text.path, line: line.number, message: "unknown target type",
-                                     detail: "`\(line.target)`", hint: "known targets: \(TargetRegistry.all.map { $0.name }.joined(separator: ", ")); names are case-sensitive")
+                                     detail: "`\(line.target)`", hint: "known targets: \(loader.targets.map { $0.name }.joined(separator: ", ")); names are case-sensitive")
                 }
                 if line.start != end {
                     throw fail("Gap in table", line.start > end

@@ -47,6 +47,9 @@ public enum MappedPiece {
     case zero(count: UInt64)
     /// Reads and writes fail with EIO.
     case error(count: UInt64)
+    /// Sectors `sector ..< sector + count` of `source`'s own space: bytes computed from lower devices
+    /// (decrypted, reconstructed …). `token` names the lower device for provenance (nil when several).
+    case computed(any ComputedSource, token: String?, sector: UInt64, count: UInt64)
 }
 
 /// What a constructor may ask of the table loader: the device a token names (`dm_get_device`).

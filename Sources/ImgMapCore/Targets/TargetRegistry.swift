@@ -4,9 +4,4 @@ public enum TargetRegistry {
     public static let all: [any Target.Type] = [
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
     ]
-
-    /// A scan of five names: cheaper than hashing the name, once per table line.
-    public static func type(named name: String) -> (any Target.Type)? {
-        all.first { $0.name == name }
-    }
 }
