@@ -37,6 +37,13 @@ public struct DeviceArea: Sendable {
     public var token: String
     public var start: UInt64
     public var length: UInt64
+
+    public init(device: Device, token: String, start: UInt64, length: UInt64) {
+        self.device = device
+        self.token = token
+        self.start = start
+        self.length = length
+    }
 }
 
 /// Where a target sends a piece of its range.
