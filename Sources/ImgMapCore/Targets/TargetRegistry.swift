@@ -3,9 +3,10 @@
 public enum TargetRegistry {
     public static let all: [any Target.Type] = [
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
+        SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self,
     ]
 
-    /// A scan of five names: cheaper than hashing the name, once per table line.
+    /// A scan of ten names: cheaper than hashing the name, once per table line.
     public static func type(named name: String) -> (any Target.Type)? {
         all.first { $0.name == name }
     }
