@@ -230,4 +230,10 @@ public struct SnapshotMergeTarget: Target {
     }
 
     public var tableArguments: String { snapshot.tableArguments }
+
+    // The write rules are the snapshot's (which refuses writes while merging).
+    public var writeRefusal: String? { snapshot.writeRefusal }
+    public func checkWrite(offset: UInt64, count: UInt64) throws { try snapshot.checkWrite(offset: offset, count: count) }
+    public func prepareWrite(offset: UInt64, count: UInt64, io: WriteIO) throws { try snapshot.prepareWrite(offset: offset, count: count, io: io) }
+    public var devicesWrittenOnWrite: [Device] { snapshot.devicesWrittenOnWrite }
 }

@@ -120,7 +120,7 @@ public struct PersistentSnapshotStore: Sendable {
         }
         guard magic == Self.magic else {
             throw Failure(message: "Failed to read snapshot metadata",
-                          detail: "Invalid or corrupt snapshot: the COW header (chunk 0) has magic 0x\(hex(magic)), not 0x70416e53 (\"SnAp\"), nor 0 (a new store)")
+                          detail: "Invalid or corrupt snapshot: the COW header (chunk 0) has magic 0x\(hex(magic)), not 0x70416e53 (\"SnAp\"), nor 0 (a new store)\(le64(header, 32) == ThinPoolMetadata.magic ? "; it looks like thin-pool metadata" : "")")
         }
         let valid = le32(header, 4)
         let version = le32(header, 8)
