@@ -154,7 +154,7 @@ public struct MDSuperblock: Sendable {
         let devNumber = Int(b.le32(160))
         guard devNumber < maxDev else { throw bad("dev_number \(devNumber) is not below max_dev \(maxDev)") }
         return MDSuperblock(
-            version: version, uuid: uuidString(b, 16), name: b.cString(32, 32), level: level, layout: b.le32(76),
+            version: version, uuid: mdadmUUID(b, 16), name: b.cString(32, 32), level: level, layout: b.le32(76),
             chunkSectors: UInt64(b.le32(88)), raidDisks: Int(b.le32(92)), componentSectors: b.le64(80),
             dataOffset: dataOffset, dataSectors: dataSize, superOffset: superOffset, events: b.le64(200),
             deviceNumber: devNumber, roles: roles, featureMap: feature,
@@ -180,8 +180,7 @@ public struct MDSuperblock: Sendable {
             let v = w(k)
             uuidBytes += [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)]
         }
-        let u = uuidBytes.hex(0, 16)
-        let uuid = [0, 8, 16, 24].map { String(Array(u)[$0..<$0 + 8]) }.joined(separator: ":")
+        let uuid = mdadmUUID(uuidBytes, 0)
         var roles: [Role] = []
         for k in 0..<27 {
             let base = 128 + 32 * k
@@ -208,6 +207,12 @@ public struct MDSuperblock: Sendable {
             roles: roles, recoveryOffset: nil, resyncOffset: w(33) & 1 != 0 ? maxSector : UInt64(w(43)),
             reshapeActive: w(2) > 90, deviceUUID: nil, preferredMinor: Int(w(11)))
     }
+}
+
+/// An array UUID as mdadm prints it: four groups of eight hex digits joined by colons.
+func mdadmUUID(_ b: [UInt8], _ at: Int) -> String {
+    let u = Array(b.hex(at, 16))
+    return [0, 8, 16, 24].map { String(u[$0..<$0 + 8]) }.joined(separator: ":")
 }
 
 func roleText(_ role: MDSuperblock.Role) -> String {
