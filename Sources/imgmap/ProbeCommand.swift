@@ -51,7 +51,7 @@ struct ProbeCommand: ParsableCommand {
         try out.commit()
         for note in result.notes { writeStderr("imgmap: probe: note: \(note)\n") }
         for problem in result.problems { writeStderr("imgmap: probe: \(problem)\n") }
-        if result.devices.isEmpty && result.problems.isEmpty {
+        if result.recognised == 0 && result.problems.isEmpty {
             writeStderr("imgmap: probe: nothing found (no partition table, md superblock, LVM label or LUKS header)\n")
         }
         if !result.problems.isEmpty { throw ExitCode(ExitStatus.dataError.rawValue) }

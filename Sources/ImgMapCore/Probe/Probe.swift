@@ -27,6 +27,8 @@ public final class Prober {
     var problems: [String] = []
     var notes: [String] = []
     var worklist: [ProbeVolume] = []
+    /// Volumes on which something was recognised.
+    var recognised = 0
     var mdMembers: [MDMember] = []
     var mdArraysDone: Set<String> = []
     var physicalVolumes: [LVMPhysicalVolume] = []
@@ -79,7 +81,7 @@ public final class Prober {
         top.append(("problems", .array(problems.map { .string($0) })))
         top.append(("bytes_read", .unsigned(counter.bytes)))
         return ProbeResult(devices: devices, report: .object(top), problems: problems, notes: notes, bytesRead: counter.bytes,
-                           images: openedImages)
+                           images: openedImages, recognised: recognised)
     }
 
     /// What is on `volume`: the first of LUKS, md, LVM, GPT, MBR that is found, in that order (md 0.90
@@ -88,11 +90,15 @@ public final class Prober {
         var entry: [(String, JSONValue)] = [("name", .string(volume.name)), ("size", .unsigned(volume.size))]
         do {
             if let luks = try LUKSHeader.read(volume) {
+                recognised += 1
                 entry.append(("luks", luks.json))
+                for note in luks.notes { notes.append("\(volume.name): LUKS\(luks.version): \(note)") }
+                notes.append("\(volume.name): LUKS\(luks.version) \(luks.uuid) (\(luks.cipher), payload at sector \(luks.payloadOffset)): not opened; probe reads no keys")
                 return .object(entry)
             }
             switch MDSuperblock.find(volume) {
             case .found(let superblock):
+                recognised += 1
                 mdMembers.append(MDMember(volume: volume, superblock: superblock))
                 entry.append(("md_member", superblock.json))
                 return .object(entry)
@@ -104,6 +110,7 @@ public final class Prober {
             }
             switch LVMLabel.find(volume) {
             case .found(let pv):
+                recognised += 1
                 physicalVolumes.append(pv)
                 entry.append(("lvm_pv", pv.json))
                 return .object(entry)
@@ -115,6 +122,7 @@ public final class Prober {
                 break
             }
             if let table = try partitionTable(volume) {
+                recognised += 1
                 entry.append(("partition_table", mapPartitions(table, of: volume)))
                 return .object(entry)
             }
@@ -235,6 +243,8 @@ public struct ProbeResult: Sendable {
     public var bytesRead: UInt64
     /// The images, open read-only (an output must not be one of them).
     public var images: [ImageFile]
+    /// How many volumes held something probe knows (a table, a superblock, a label, a LUKS header).
+    public var recognised: Int
 
     /// The `dmsetup table`-style dump, lower devices first: `NAME: start length target args`.
     public var dump: String {
