@@ -183,8 +183,19 @@ extension Prober {
             let m = member(slot)
             let line = ProbeLine(start: 0, length: sb.componentSectors, target: "linear", arguments: [m.volume.name, String(m.superblock.dataOffset)])
             return ([line], ProbeVolume(name: name, size: sb.componentSectors * 512, layout: .slice(m.volume, offset: m.superblock.dataOffset * 512), counter: counter))
-        case 4, 5, 6, 10:
-            return ([try raidLine(sb, name: name, present: present)], nil)
+        case 4, 5, 6:
+            let line = try raidLine(sb, name: name, present: present)
+            let layout = ParityLayout(level: sb.level, algorithm: sb.layout, raidDisks: n, chunk: chunk * 512)
+            let members = (0..<n).map { slot in present[slot].map { ($0.volume, $0.superblock.dataOffset * 512) } }
+            return ([line], ProbeVolume(name: name, size: line.length * 512, layout: .parity(layout, members), counter: counter))
+        case 10:
+            let line = try raidLine(sb, name: name, present: present)
+            let near = Int(sb.layout & 0xff), far = Int(sb.layout >> 8 & 0xff)
+            guard far == 1, near >= 1, (0..<n).allSatisfy({ present[$0] != nil }) || near > 1 else { return ([line], nil) }
+            // Near copies: chunk c's copies start at device (c × near) mod n, row (c × near) div n.
+            // Read through a striped view of each copy set is not expressible; read the copies directly.
+            let members = (0..<n).map { slot in present[slot].map { ($0.volume, $0.superblock.dataOffset * 512) } }
+            return ([line], ProbeVolume(name: name, size: line.length * 512, layout: .near(near: near, chunk: chunk * 512, members), counter: counter))
         default:
             throw ProbeProblem(place: "md \(name)", message: "\(sb.levelName) arrays are not mapped")
         }

@@ -27,6 +27,7 @@ public final class Prober {
     var problems: [String] = []
     var notes: [String] = []
     var worklist: [ProbeVolume] = []
+    var volumes: [String: ProbeVolume] = [:]
     /// Volumes on which something was recognised.
     var recognised = 0
     var mdMembers: [MDMember] = []
@@ -66,6 +67,7 @@ public final class Prober {
         while progress {
             while !worklist.isEmpty {
                 let volume = worklist.removeFirst()
+                volumes[volume.name] = volume
                 report.append(examine(volume))
             }
             progress = assembleArrays() || activateVolumeGroups()
@@ -81,7 +83,7 @@ public final class Prober {
         top.append(("problems", .array(problems.map { .string($0) })))
         top.append(("bytes_read", .unsigned(counter.bytes)))
         return ProbeResult(devices: devices, report: .object(top), problems: problems, notes: notes, bytesRead: counter.bytes,
-                           images: openedImages, recognised: recognised)
+                           images: openedImages, recognised: recognised, volumes: volumes)
     }
 
     /// What is on `volume`: the first of LUKS, md, LVM, GPT, MBR that is found, in that order (md 0.90
@@ -245,6 +247,9 @@ public struct ProbeResult: Sendable {
     public var images: [ImageFile]
     /// How many volumes held something probe knows (a table, a superblock, a label, a LUKS header).
     public var recognised: Int
+    /// Every device probe looked into, by name, readable as probe reads it (through partitions, md
+    /// arrays, RAID5 parity and LVs): for checking what a table will compose to.
+    public var volumes: [String: ProbeVolume]
 
     /// The `dmsetup table`-style dump, lower devices first: `NAME: start length target args`.
     public var dump: String {

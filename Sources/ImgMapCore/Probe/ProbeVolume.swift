@@ -4,7 +4,7 @@ import CZlib
 /// `name` is how tables refer to it (the image path as given, or the dump's own device name); reads
 /// go down through the layout to the images, so only the metadata sectors are ever touched.
 public final class ProbeVolume: @unchecked Sendable {
-    public enum Layout {
+    enum Layout {
         /// An image file, read with pread(2).
         case image(ImageFile)
         /// `length` bytes of another volume from `offset`.
@@ -13,6 +13,10 @@ public final class ProbeVolume: @unchecked Sendable {
         case concat([(ProbeVolume, UInt64, UInt64)])
         /// Chunks of `chunk` bytes taken in turn from each (volume, offset).
         case striped([(ProbeVolume, UInt64)], chunk: UInt64)
+        /// An md RAID4/5/6 array's data, by member role (nil: missing).
+        case parity(ParityLayout, [(ProbeVolume, UInt64)?])
+        /// An md RAID10 near layout: each chunk on `near` consecutive members.
+        case near(near: Int, chunk: UInt64, [(ProbeVolume, UInt64)?])
     }
 
     public let name: String
@@ -64,6 +68,25 @@ public final class ProbeVolume: @unchecked Sendable {
                 try volume.fillChecked(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n]), at: start + position - pieceStart)
                 done += n
                 position += UInt64(n)
+            }
+        case .parity(let layout, let members):
+            try layout.read(buffer, at: offset, members: members, name: name)
+        case .near(let copies, let chunk, let members):
+            var done = 0
+            var position = offset
+            let n = UInt64(members.count)
+            while done < buffer.count {
+                let c = position / chunk, within = position % chunk
+                let count = Int(min(UInt64(buffer.count - done), chunk - within))
+                let first = c * UInt64(copies)
+                guard let k = (0..<UInt64(copies)).first(where: { members[Int((first + $0) % n)] != nil }) else {
+                    throw ProbeProblem(place: "md \(name)", message: "no copy of the chunk at array byte \(position) is present")
+                }
+                let (member, start) = members[Int((first + k) % n)]!
+                try member.fillChecked(UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + count]),
+                                       at: start + (first + k) / n * chunk + within)
+                done += count
+                position += UInt64(count)
             }
         case .striped(let members, let chunk):
             var done = 0
