@@ -73,3 +73,21 @@ import Testing
         #expect(run.stderr == "imgmap: probe: nothing found (no partition table, md superblock, LVM label or LUKS header)\n")
     }
 }
+
+@Suite struct ProbeArgumentTests {
+    @Test func anImagePathWithWhitespaceIsAUsageError() throws {
+        let dir = TemporaryDirectory()
+        dir.sparseImage("a b.img", sectors: 2048)
+        let run = try imgmap(["probe", "a b.img"], in: dir)
+        #expect(run.status == 64)
+        #expect(run.stderr == "imgmap: a b.img: a table cannot name an image whose path is empty or contains whitespace; rename or link it\n")
+    }
+
+    @Test func anImageNamedTwiceIsAUsageError() throws {
+        let dir = TemporaryDirectory()
+        dir.sparseImage("a.img", sectors: 2048)
+        let run = try imgmap(["probe", "a.img", "a.img"], in: dir)
+        #expect(run.status == 64)
+        #expect(run.stderr == "imgmap: a.img: named twice\n")
+    }
+}

@@ -47,6 +47,10 @@ public final class Prober {
     public func run() throws -> ProbeResult {
         var seenPaths: Set<String> = []
         for path in images {
+            // A table's arguments are split at whitespace: such a path cannot be named in the dump.
+            if path.contains(where: { $0.isWhitespace }) || path.isEmpty {
+                throw PlainFailure("\(path): a table cannot name an image whose path is empty or contains whitespace; rename or link it", .usage)
+            }
             guard seenPaths.insert(path).inserted else {
                 throw PlainFailure("\(path): named twice", .usage)
             }

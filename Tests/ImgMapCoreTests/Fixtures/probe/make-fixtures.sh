@@ -24,7 +24,9 @@ done
 "$oracle" --timeout 300 -q --guest-script "$here/nas-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
     --guest-file pattern.bin="$work/pattern.bin" --dev nas1="$work/nas1.img" --dev nas2="$work/nas2.img" \
     --dev nas3="$work/nas3.img" --dev nas4="$work/nas4.img" --out-dir "$work/nas"
-for set in md lvm nas; do
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-types-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --blank tpa=16M --blank tpb=16M --out-dir "$work/lvm-types"
+for set in md lvm nas lvm-types; do
     mkdir -p "$here/$set"
     for img in "$work/$set"/*.img; do gzip -9n < "$img" > "$here/$set/$(basename "$img").gz"; done
     rm -rf "$here/$set/results"; cp -r "$work/$set/results" "$here/$set/results"
