@@ -183,3 +183,35 @@ import Glibc
         }
     }
 }
+
+// raid1, mirror, thin-pool + thin and snapshot LVs made by the real lvm (Fixtures/probe/lvm-types):
+// probe's tables, sub-LVs and layers included, are the kernel's `dmsetup table` line for line (its
+// device numbers read through dmsetup info and disks.txt). Their targets are not composed here.
+@Suite struct LVMTypesProbeTests {
+    @Test func raidMirrorThinAndSnapshotLVsBecomeTheKernelsTables() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm-types", into: dir)
+        let result = try probe(images.values.sorted())
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        var names: [String: String] = [:]
+        for line in kernelResult("lvm-types", "lvm-dmsetup-info.txt").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ")
+            names["\(f[1]):\(f[2])"] = String(f[0])
+        }
+        let disks = (try? String(contentsOf: probeFixturesURL.appendingPathComponent("lvm-types/disks.txt"), encoding: .utf8)) ?? ""
+        for line in disks.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            names[String(f[0])] = String(f[1])
+        }
+        let kernel = kernelResult("lvm-types", "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
+            line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
+        }
+        #expect(dumpLines(result, dir).sorted() == kernel.sorted())
+        #expect(kernel.count == 17)
+        // Lower devices first, so the dump loads in order.
+        let order = result.devices.map(\.name)
+        for (lower, upper) in [("vgt-r1_rimage_0", "vgt-r1"), ("vgt-pool-tpool", "vgt-thin"), ("vgt-base-real", "vgt-snap"), ("vgt-snap-cow", "vgt-snap")] {
+            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
+        }
+    }
+}
