@@ -149,9 +149,19 @@ struct LVActivation {
         lv.sections.filter { $0.0.hasPrefix("segment") }.map(\.1)
     }
 
+    /// `extents` × the extent size in sectors, refused past the kernel's device size limit.
+    func sectors(_ extents: Int64?) throws -> UInt64 {
+        let (product, overflow) = UInt64(max(0, extents ?? 0)).multipliedReportingOverflow(by: extentSize)
+        guard !overflow, product <= maxDeviceSectors else { throw Failure(message: "an extent count of \(extents ?? 0) is past the largest device") }
+        return product
+    }
+
     func size(_ name: String) throws -> UInt64 {
         guard let lv = byName[name] else { throw Failure(message: "LV \(name) is named but not defined") }
-        return segments(lv).reduce(0) { $0 + UInt64(max(0, $1["extent_count"]?.integer ?? 0)) } * extentSize
+        var total: UInt64 = 0
+        for segment in segments(lv) { total += try sectors(segment["extent_count"]?.integer) }
+        guard total <= maxDeviceSectors else { throw Failure(message: "LV \(name) is larger than the largest device") }
+        return total
     }
 
     /// Activates every LV lvm would show: the visible ones, and each snapshot's cow LV (shown as the
@@ -165,8 +175,8 @@ struct LVActivation {
             var report: [(String, JSONValue)] = [("name", .string(name)), ("id", .string(lv["id"]?.string ?? "")), ("visible", .bool(shown))]
             report.append(("segments", .array(segments(lv).map { segment in
                 .object([("type", .string(segment["type"]?.string ?? "?")),
-                         ("start", .unsigned(UInt64(max(0, segment["start_extent"]?.integer ?? 0)) * extentSize)),
-                         ("length", .unsigned(UInt64(max(0, segment["extent_count"]?.integer ?? 0)) * extentSize))])
+                         ("start", .unsigned(UInt64(max(0, segment["start_extent"]?.integer ?? 0)) &* extentSize)),
+                         ("length", .unsigned(UInt64(max(0, segment["extent_count"]?.integer ?? 0)) &* extentSize))])
             })))
             if shown {
                 do {
@@ -191,6 +201,7 @@ struct LVActivation {
     mutating func device(_ name: String, layer: String? = nil) throws -> String {
         let key = layer.map { "\(name)-\($0)" } ?? name
         if let done = built[key] { return done }
+        if building.count > Prober.maxDepth { throw Failure(message: "LVs stacked more than \(Prober.maxDepth) deep") }
         if building.contains(key) { throw Failure(message: "the metadata's LVs refer to each other in a loop (\((building + [key]).joined(separator: " → ")))") }
         guard let lv = byName[name] else { throw Failure(message: "LV \(name) is named but not defined") }
         building.append(key)
@@ -244,21 +255,23 @@ struct LVActivation {
     /// One segment's table line and, when probe can read it, the piece of a volume it maps.
     mutating func segmentLine(_ segment: LVMConfig) throws -> (ProbeLine, (ProbeVolume, UInt64, UInt64)?) {
         let type = segment["type"]?.string ?? "?"
-        let start = UInt64(max(0, segment["start_extent"]?.integer ?? 0)) * extentSize
-        let length = UInt64(max(0, segment["extent_count"]?.integer ?? 0)) * extentSize
+        let start = try sectors(segment["start_extent"]?.integer)
+        let length = try sectors(segment["extent_count"]?.integer)
         switch type {
         case "striped":
             let areas = segment["stripes"]?.array ?? []
             let count = Int(segment["stripe_count"]?.integer ?? 0)
-            guard count >= 1, areas.count == 2 * count else { throw Failure(message: "a striped segment with \(areas.count / 2) areas for \(count) stripes") }
+            guard count >= 1, count <= areas.count, areas.count == 2 * count else { throw Failure(message: "a striped segment with \(areas.count / 2) areas for \(count) stripes") }
             var targets: [(ProbeVolume, UInt64)] = []
             for k in 0..<count {
                 guard let key = areas[2 * k].string, let pe = areas[2 * k + 1].integer, let (pv, peStart) = pvByKey[key] else {
                     throw Failure(message: "a stripe on an unknown PV")
                 }
-                targets.append((pv.volume, peStart + UInt64(max(0, pe)) * extentSize))
+                let offset = try sectors(pe)
+                guard peStart <= maxDeviceSectors - offset else { throw Failure(message: "extents past the end of \(pv.volume.name)") }
+                targets.append((pv.volume, peStart + offset))
             }
-            if let over = targets.first(where: { $0.1 * 512 + length / UInt64(count) * 512 > $0.0.size }) {
+            if let over = targets.first(where: { ($0.1 + length / UInt64(count)) > $0.0.size / 512 }) {
                 throw Failure(message: "extents past the end of \(over.0.name)")
             }
             if count == 1 {
@@ -280,7 +293,7 @@ struct LVActivation {
             var first: (ProbeVolume, UInt64, UInt64)?
             for k in stride(from: 0, to: areas.count - 1, by: 2) {
                 guard let image = areas[k].string else { throw Failure(message: "a mirror area that is not an LV") }
-                let offset = UInt64(max(0, areas[k + 1].integer ?? 0)) * extentSize
+                let offset = try sectors(areas[k + 1].integer)
                 args += [try device(image), String(offset)]
                 if first == nil, let v = readable[image] { first = (v, offset * 512, length * 512) }
             }

@@ -87,6 +87,22 @@ public struct MDSuperblock: Sendable {
         return .object(o)
     }
 
+    /// The kernel's sanity checks of a superblock's geometry, so a corrupt one cannot make probe
+    /// loop over billions of devices or divide by a zero chunk.
+    func validate(slots: Int, place: String) throws {
+        func bad(_ m: String) -> ProbeProblem { ProbeProblem(place: place, message: m) }
+        let minimum: [Int: Int] = [-1: 1, 0: 1, 1: 1, 4: 2, 5: 2, 6: 4, 10: 2]
+        if let least = minimum[level] {
+            guard raidDisks >= least, raidDisks <= slots else {
+                throw bad("raid_disks \(raidDisks) is outside \(least)...\(slots) for \(levelName)")
+            }
+        }
+        if [0, 4, 5, 6, 10].contains(level) && chunkSectors == 0 { throw bad("chunk size 0 for \(levelName)") }
+        if level >= 1 && componentSectors > dataSectors {
+            throw bad("the array uses \(componentSectors) sectors of each member, more than the \(dataSectors) this member holds")
+        }
+    }
+
     /// Looks for a superblock in the order 1.2, 1.1, 1.0, 0.90. A block with the md magic whose
     /// checksum or fields fail is `corrupt` (unless a sound one is found at another place).
     static func find(_ volume: ProbeVolume) -> Finding<MDSuperblock> {
@@ -153,7 +169,7 @@ public struct MDSuperblock: Sendable {
         }
         let devNumber = Int(b.le32(160))
         guard devNumber < maxDev else { throw bad("dev_number \(devNumber) is not below max_dev \(maxDev)") }
-        return MDSuperblock(
+        let sb = MDSuperblock(
             version: version, uuid: mdadmUUID(b, 16), name: b.cString(32, 32), level: level, layout: b.le32(76),
             chunkSectors: UInt64(b.le32(88)), raidDisks: Int(b.le32(92)), componentSectors: b.le64(80),
             dataOffset: dataOffset, dataSectors: dataSize, superOffset: superOffset, events: b.le64(200),
@@ -161,6 +177,8 @@ public struct MDSuperblock: Sendable {
             recoveryOffset: feature & 2 != 0 ? b.le64(152) : nil, resyncOffset: b.le64(208),
             reshapeActive: feature & 4 != 0, deviceUUID: uuidString(b, 168), preferredMinor: nil,
             raid0LayoutRecorded: feature & 4096 != 0)
+        try sb.validate(slots: maxDev, place: place)
+        return sb
     }
 
     static func parse090(_ b: [UInt8], at: UInt64, volume: ProbeVolume) throws -> MDSuperblock {
@@ -200,12 +218,14 @@ public struct MDSuperblock: Sendable {
         // limited to the 32-bit KiB size field.
         var dataSectors = at
         if level >= 1 && dataSectors >= 2 << 32 { dataSectors = (2 << 32) - 2 }
-        return MDSuperblock(
+        let sb = MDSuperblock(
             version: "0.90", byteOrder: big ? "big" : "little", uuid: uuid, name: "", level: level, layout: w(64),
             chunkSectors: UInt64(w(65)) / 512, raidDisks: Int(w(10)), componentSectors: UInt64(w(8)) * 2,
             dataOffset: 0, dataSectors: dataSectors, superOffset: at, events: events, deviceNumber: number,
             roles: roles, recoveryOffset: nil, resyncOffset: w(33) & 1 != 0 ? maxSector : UInt64(w(43)),
             reshapeActive: w(2) > 90, deviceUUID: nil, preferredMinor: Int(w(11)))
+        try sb.validate(slots: 27, place: place)
+        return sb
     }
 }
 

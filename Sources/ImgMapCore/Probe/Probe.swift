@@ -18,6 +18,8 @@ public final class Prober {
 
     let images: [String]
     let options: Options
+    /// Layers probe looks through at most.
+    static let maxDepth = 16
     let counter = ReadCounter()
     /// The images opened, read-only.
     var openedImages: [ImageFile] = []
@@ -94,6 +96,10 @@ public final class Prober {
     /// and 1.0 members begin with the array's own data, so a partition table there is the array's).
     func examine(_ volume: ProbeVolume) -> JSONValue {
         var entry: [(String, JSONValue)] = [("name", .string(volume.name)), ("size", .unsigned(volume.size))]
+        if volume.depth > Self.maxDepth {
+            problems.append("\(volume.name): more than \(Self.maxDepth) layers of partitions, arrays and volume groups: not looked into (metadata nested in itself?)")
+            return .object(entry)
+        }
         do {
             if let luks = try LUKSHeader.read(volume) {
                 recognised += 1
@@ -127,7 +133,7 @@ public final class Prober {
             case .none:
                 break
             }
-            if let table = try partitionTable(volume) {
+            if !volume.isPartition, let table = try partitionTable(volume) {
                 recognised += 1
                 entry.append(("partition_table", mapPartitions(table, of: volume)))
                 return .object(entry)
@@ -174,8 +180,9 @@ public final class Prober {
             addDevice(name, [ProbeLine(start: 0, length: partition.length, target: "linear",
                                        arguments: [volume.name, String(partition.start)])])
             if !partition.isExtended {
-                worklist.append(ProbeVolume(name: name, size: partition.length * 512,
-                                            layout: .slice(volume, offset: partition.start * 512), counter: counter))
+                let part = ProbeVolume(name: name, size: partition.length * 512, layout: .slice(volume, offset: partition.start * 512), counter: counter)
+                part.isPartition = true
+                worklist.append(part)
             }
             var p: [(String, JSONValue)] = [("number", .number(Int64(partition.number))), ("device", .string(name)),
                                             ("start", .unsigned(partition.start)), ("length", .unsigned(partition.length)),

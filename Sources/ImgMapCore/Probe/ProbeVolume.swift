@@ -24,12 +24,25 @@ public final class ProbeVolume: @unchecked Sendable {
     let layout: Layout
     /// Bytes read from images through this volume and every volume built on it (shared counter).
     let counter: ReadCounter
+    /// Layers above the image (a partition of an LV on an array is 3): bounded so that metadata
+    /// nested in itself cannot go on for ever.
+    let depth: Int
+    /// A partition: its own partition table is not read (kpartx and the kernel do not either, and a
+    /// partition starting at sector 0 would hold its parent's table again).
+    var isPartition = false
 
     init(name: String, size: UInt64, layout: Layout, counter: ReadCounter) {
         self.name = name
         self.size = size
         self.layout = layout
         self.counter = counter
+        switch layout {
+        case .image: depth = 0
+        case .slice(let parent, _): depth = parent.depth + 1
+        case .concat(let pieces): depth = (pieces.map { $0.0.depth }.max() ?? 0) + 1
+        case .striped(let members, _): depth = (members.map { $0.0.depth }.max() ?? 0) + 1
+        case .parity(_, let members), .near(_, _, let members): depth = (members.compactMap { $0?.0.depth }.max() ?? 0) + 1
+        }
     }
 
     /// `count` bytes at `offset`; past the end the result is short (never padded).
