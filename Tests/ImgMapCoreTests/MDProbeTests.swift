@@ -255,3 +255,19 @@ import Glibc
         #expect(sha256(try readAll(lv)) == kernelResult("nas", "vg_nas_data.sha256"))
     }
 }
+
+@Suite struct MDConflictProbeTests {
+    @Test func aDeviceWithSuperblocksOfTwoArraysIsLeftOutAndReported() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("md", into: dir)
+        // r0a (1.2 at sector 8) also gets v09a's 0.90 superblock at its end: two arrays claim it.
+        let at = UInt64((16384 & ~127) - 128) * 512
+        patch(images["r0a"]!, at: at, readRange(images["v09a"]!, at: at, count: 4096))
+        let result = try probe([images["r0a"]!, images["r0b"]!])
+        #expect(result.devices.isEmpty)
+        let first = try #require(result.problems.first)
+        #expect(first.hasPrefix("\(images["r0a"]!): md: superblocks of two arrays (1.2 of "))
+        #expect(first.contains("at sector 8, 0.90 of "))
+        #expect(first.hasSuffix("at sector 16256): the member is left out; zero the stale one with mdadm --zero-superblock --metadata=…"))
+    }
+}

@@ -111,6 +111,7 @@ public struct MDSuperblock: Sendable {
         if sectors >= 16 { candidates.append(("1.0", (sectors - 16) & ~7)) }
         if sectors >= 128 { candidates.append(("0.90", (sectors & ~127) - 128)) }
         var corrupt: ProbeProblem?
+        var sound: [MDSuperblock] = []
         for (version, at) in candidates {
             do {
                 let bytes = try volume.read(at: at * 512, count: 4096)
@@ -119,16 +120,25 @@ public struct MDSuperblock: Sendable {
                 guard magicLE == magic || magicBE == magic else { continue }
                 if version == "0.90" {
                     guard bytes.count == 4096 else { continue }
-                    return .found(try parse090(bytes, at: at, volume: volume))
+                    sound.append(try parse090(bytes, at: at, volume: volume))
+                    continue
                 }
                 guard magicLE == magic, bytes.le32(4) == 1 else { continue }
-                return .found(try parse1(bytes, version: version, at: at, volume: volume))
+                sound.append(try parse1(bytes, version: version, at: at, volume: volume))
             } catch let problem as ProbeProblem {
                 if corrupt == nil { corrupt = problem }
             } catch {
                 if corrupt == nil { corrupt = ProbeProblem(place: volume.name, message: "\(error)") }
             }
         }
+        // Two sound superblocks of different arrays: the device cannot be told to belong to either
+        // (mdadm asks for --metadata). The same array's superblock twice is not possible.
+        let arrays = Set(sound.map(\.uuid))
+        if arrays.count > 1 {
+            let list = sound.map { "\($0.version) of \($0.uuid) at sector \($0.superOffset)" }.joined(separator: ", ")
+            return .corrupt(ProbeProblem(place: "\(volume.name): md", message: "superblocks of two arrays (\(list)): the member is left out; zero the stale one with mdadm --zero-superblock --metadata=…"))
+        }
+        if let first = sound.first { return .found(first) }
         return corrupt.map { .corrupt($0) } ?? .none
     }
 
