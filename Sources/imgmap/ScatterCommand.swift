@@ -49,8 +49,7 @@ struct ScatterCommand: ParsableCommand {
     @Flag(help: "Skip holes in a regular-file INPUT (only right when the members hold zeros there).")
     var sparse = false
 
-    @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
-    var progress: ProgressMode = .auto
+    @OptionGroup var progress: ProgressOptions
 
     func run() throws {
         var loaded = try tables.load(create ? .lenient : .openAll)
@@ -86,7 +85,7 @@ struct ScatterCommand: ParsableCommand {
         }
 
         let options = Scatter.Options(seek: Sector(seek), onError: onError, sparse: sparse,
-                                      progress: Progress(mode: progress, total: inputBytes ?? 0, label: "scatter"))
+                                      progress: progress.make(total: inputBytes, label: "scatter"))
         var scatter = Scatter(map: map, options: options)
         let range = try scatter.check(inputBytes: inputBytes)
         if dryRun {
