@@ -14,7 +14,8 @@ struct ManifestCommand: ParsableCommand {
 
             EXAMPLES:
               imgmap manifest disk.table -o disk.img.bmap
-              imgmap compose disk.table -o disk.img && bmaptool copy --bmap disk.img.bmap disk.img /dev/sdX
+              imgmap compose disk.table -o disk.img
+              bmaptool copy --bmap disk.img.bmap disk.img /dev/sdX
               imgmap manifest --image disk.img -o disk.img.bmap
             """)
 

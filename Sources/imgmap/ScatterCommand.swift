@@ -20,8 +20,8 @@ struct ScatterCommand: ParsableCommand {
             way reports which device ranges were written.
 
             EXAMPLES:
-              imgmap scatter raid0.table --dev m0=m0.img --dev m1=m1.img --dev m2=m2.img flat.img
-              imgmap scatter raid0.table --create flat.img       # members named in the table are created
+              imgmap scatter raid0.table --dev m0=a.img --dev m1=b.img --dev m2=c.img x.img
+              imgmap scatter raid0.table --create flat.img   # creates missing members
               imgmap scatter disk.table edited-disk.img --dry-run
               zcat part.img.gz | imgmap scatter disk.table - --seek 2048
             """)
