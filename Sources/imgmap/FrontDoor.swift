@@ -31,11 +31,20 @@ enum FrontDoor {
             }
             return nil
         }
-        guard let command = lookUp(first) else {
+        guard var command = lookUp(first) else {
             return "imgmap: " + unknownCommand(first) + "\n" + rootUsage
         }
+        // A command with subcommands of its own (`imgmap luks dump …`): its options are the deepest one's.
+        var rest = arguments.dropFirst()
+        while let next = rest.first, let nested = command.configuration.subcommands.first(where: {
+            ([$0._commandName] + $0.configuration.aliases).contains(next)
+        }) {
+            command = nested
+            rest = rest.dropFirst()
+        }
+        if !command.configuration.subcommands.isEmpty { return nil }  // a group: ArgumentParser answers
         let known = longOptions(of: command)
-        for argument in arguments.dropFirst() {
+        for argument in rest {
             if argument == "--" { break }
             guard argument.hasPrefix("--"), argument.count > 2 else { continue }
             let name = String(argument.split(separator: "=", maxSplits: 1)[0])
@@ -74,7 +83,7 @@ enum FrontDoor {
     /// ArgumentParser's own.
     static func longOptions(of command: ParsableCommand.Type) -> [String] {
         var names = ["--help", "--version", "--generate-completion-script"]
-        for line in IMGMap.helpMessage(for: command, columns: 1000).split(separator: "\n") {
+        for line in IMGMap.helpMessage(for: command, includeHidden: true, columns: 1000).split(separator: "\n") {
             var rest = line.drop { $0 == " " }
             guard line.count - rest.count == 2 else { continue }  // option lines are indented by two
             if rest.hasPrefix("-"), !rest.hasPrefix("--"), let comma = rest.firstIndex(of: ",") {

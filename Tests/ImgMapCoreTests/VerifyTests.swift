@@ -205,7 +205,7 @@ struct VerifyTests {
         #expect(short.report.summary == "different: 2 ranges (41 sectors) differ; the image is 20960 bytes shorter than the device (20000 < 40960)")
         #expect(truncate(image, 50000) == 0)
         let long = try verifyImage(map, image, stream: true)
-        #expect(long.report.summary == "different: 1 range (25 sectors) differ; the image is 9040 bytes longer than the device (50000 > 40960)")
+        #expect(long.report.summary == "different: 1 range (25 sectors) differs; the image is 9040 bytes longer than the device (50000 > 40960)")
     }
 
     @Test func errorExtentsAreUnverifiableByDefault() throws {
