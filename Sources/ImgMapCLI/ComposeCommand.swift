@@ -45,8 +45,9 @@ struct ComposeCommand: ParsableCommand {
     @Flag(help: "Write BGZF (gzip-compatible, seekable) instead of the raw image.")
     var compress = false
 
-    @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
-    var progress: ProgressMode = .auto
+    @OptionGroup var progress: ProgressOptions
+
+    @OptionGroup var force: ForceOption
 
     func validate() throws {
         if digestFile != nil && digest == nil {
@@ -58,6 +59,7 @@ struct ComposeCommand: ParsableCommand {
     }
 
     func run() throws {
+        try force.refuseTerminal(output)
         let loaded = try tables.load()
         let map = SectorMap(top: loaded.top)
         let inputs = try inputFiles(loaded, extra: [tables.devices.dmsetupLs])
@@ -68,7 +70,7 @@ struct ComposeCommand: ParsableCommand {
         let errorsOut = try errors.map { try OutputFile(path: $0, inputs: inputs) }
         var options = Compose.Options(
             onError: onError, sparse: sparse, digest: digest,
-            progress: Progress(mode: progress, total: map.size.bytes, label: "compose"))
+            progress: progress.make(total: map.size.bytes, label: "compose"))
         if compress { options.compress = compression.writerOptions }
         do {
             let report = try Compose(map: map, options: options).run(to: out)

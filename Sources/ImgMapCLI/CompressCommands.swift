@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ImgMapCore
 
 #if canImport(Glibc)
@@ -56,15 +57,22 @@ struct CompressCommand: ParsableCommand {
 
     @OptionGroup var compression: CompressionOptions
 
+    @OptionGroup var force: ForceOption
+
+    @OptionGroup var progress: ProgressOptions
+
     func run() throws {
-        let (source, _) = try openImage(input)
+        try force.refuseTerminal(output)
+        let (source, isStream) = try openImage(input)
         let out = try OutputFile(path: output, inputs: [source])
         let indexOut = try compression.index.map { try OutputFile(path: $0, inputs: [source]) }
         do {
             let writer = try BGZFWriter(output: out.file, options: compression.writerOptions)
+            writer.progress = progress.make(total: isStream ? nil : try source.byteSize(), label: "compress")
             let kind = try source.status().st_mode & S_IFMT
-            try writer.write(from: source, sequential: kind != S_IFREG && kind != S_IFBLK)
+            let read = try writer.write(from: source, sequential: kind != S_IFREG && kind != S_IFBLK)
             let index = try writer.finish()
+            writer.progress?.finish(read)
             if let index, let indexOut { try writeBytes(index.gziBytes(), to: indexOut) }
             try out.commit()
         } catch {
@@ -87,13 +95,13 @@ struct DecompressCommand: ParsableCommand {
               imgmap decompress disk.img.gz -o - --offset 1048576 --length 4096 | xxd | head
             """)
 
-    @Argument(help: "The BGZF file.")
+    @Argument(help: "The BGZF file, or `-` for stdin.")
     var input: String
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The file to write, or `-` for stdout.", valueName: "OUT"))
     var output: String
 
-    @Option(help: "First uncompressed byte to write (default: 0).")
+    @Option(help: "First uncompressed byte to write.")
     var offset: UInt64 = 0
 
     @Option(help: "How many bytes to write (default: to the end).")
@@ -102,19 +110,52 @@ struct DecompressCommand: ParsableCommand {
     @Option(help: "Inflate threads (default: the number of cores).")
     var threads: Int?
 
+    @OptionGroup var force: ForceOption
+
+    @OptionGroup var progress: ProgressOptions
+
     func run() throws {
-        let source = try ImageFile(openForReading: input)
+        try force.refuseTerminal(output)
+        let source = try input == "-" ? seekableStdin() : ImageFile(openForReading: input)
         // IN.gzi is read too: writing over it would leave IN with an index that disagrees.
-        let index = try? ImageFile(openForReading: input + ".gzi")
+        let index = input == "-" ? nil : try? ImageFile(openForReading: input + ".gzi")
         let out = try OutputFile(path: output, inputs: [source] + (index.map { [$0] } ?? []))
         do {
             var cores = 1
             if let threads { cores = max(1, threads) } else { cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
-            try decompressImage(input: source, output: out.file, offset: offset, length: length, threads: cores)
+            try decompressImage(input: source, output: out.file, offset: offset, length: length, threads: cores,
+                                progress: { progress.make(total: $0, label: "decompress") })
             try out.commit()
         } catch {
             out.discard()
             throw error
         }
     }
+}
+
+/// Standard input as a file that can be read by offset: itself when it is a regular file (`< x.gz`),
+/// else (a pipe) copied first into an unlinked temporary file in $TMPDIR, which costs disk space for
+/// the compressed bytes but lets the members be inflated in parallel as from any file.
+func seekableStdin() throws -> ImageFile {
+    var st = stat()
+    if fstat(0, &st) == 0, st.st_mode & S_IFMT == S_IFREG {
+        return ImageFile(descriptor: 0, path: "<stdin>", writable: false, owned: false)
+    }
+    let directory = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+    var template = Array("\(directory)/imgmap-stdin-XXXXXX".utf8CString)
+    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+    guard fd >= 0 else {
+        throw IOFailure(path: directory, operation: "create a temporary file for stdin", errno: errno, exitStatus: .cannotCreate)
+    }
+    unlink(String(cString: template))  // gone when the process ends, however it ends
+    let spool = ImageFile(descriptor: fd, path: "<stdin>", writable: true)
+    let stdin = ImageFile(descriptor: 0, path: "<stdin>", writable: false, owned: false)
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+    defer { buffer.deallocate() }
+    while true {
+        let count = try stdin.readSequential(into: buffer)
+        if count == 0 { break }
+        try spool.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+    }
+    return spool
 }

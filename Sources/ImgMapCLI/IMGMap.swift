@@ -54,6 +54,10 @@ public struct IMGMap: ParsableCommand {
         // RLIMIT_FSIZE returns EFBIG instead of SIGXFSZ. Both become clean errors.
         signal(SIGPIPE, SIG_IGN)
         signal(SIGXFSZ, SIG_IGN)
+        if let usage = FrontDoor.precheck(Array(CommandLine.arguments.dropFirst())) {
+            writeStderr(usage + "\n")
+            Glibc.exit(ExitStatus.usage.rawValue)
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -82,7 +86,7 @@ public struct IMGMap: ParsableCommand {
             if !text.isEmpty { print(text) }
             Glibc.exit(0)
         }
-        writeStderr(fullMessage(for: error) + "\n")
+        writeStderr(FrontDoor.reworded(fullMessage(for: error)) + "\n")
         // ArgumentParser's validation and parse errors are usage errors.
         Glibc.exit(code.rawValue == 1 ? ExitStatus.usage.rawValue : code.rawValue)
     }

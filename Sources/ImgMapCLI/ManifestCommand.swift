@@ -14,7 +14,8 @@ struct ManifestCommand: ParsableCommand {
 
             EXAMPLES:
               imgmap manifest disk.table -o disk.img.bmap
-              imgmap compose disk.table -o disk.img && bmaptool copy --bmap disk.img.bmap disk.img /dev/sdX
+              imgmap compose disk.table -o disk.img
+              bmaptool copy --bmap disk.img.bmap disk.img /dev/sdX
               imgmap manifest --image disk.img -o disk.img.bmap
             """)
 
@@ -35,6 +36,8 @@ struct ManifestCommand: ParsableCommand {
     @Option(help: "Error extents: fail (exit 74) or zero (hashed as zeros).")
     var onError: ErrorPolicy = .fail
 
+    @OptionGroup var progress: ProgressOptions
+
     func validate() throws {
         if (table == nil) == (image == nil) {
             throw ValidationError("give either a TABLE or --image IMAGE")
@@ -47,12 +50,14 @@ struct ManifestCommand: ParsableCommand {
         if let image {
             let file = try ImageFile(openForReading: image)
             inputs = [file]
-            text = try createBmap(image: file, zerosAsHoles: zerosAsHoles)
+            text = try createBmap(image: file, zerosAsHoles: zerosAsHoles,
+                                  progress: progress.make(total: try file.byteSize(), label: "manifest"))
         } else {
             let loaded = try devices.load(table: table!)
             inputs = try inputFiles(loaded, extra: [devices.dmsetupLs])
-            text = try Manifest(map: SectorMap(top: loaded.top), onError: onError, zerosAsHoles: zerosAsHoles)
-                .bmap(path: table!)
+            let map = SectorMap(top: loaded.top)
+            text = try Manifest(map: map, onError: onError, zerosAsHoles: zerosAsHoles)
+                .bmap(path: table!, progress: progress.make(total: map.size.bytes, label: "manifest"))
         }
         try writeTextFile(output, text, inputs: inputs)
     }

@@ -8,9 +8,10 @@ struct MapCommand: ParsableCommand {
         discussion: """
             One line per extent, through every stacked layer down to the images, in 512-byte sectors: \
             START LENGTH TARGET DEVICE OFFSET TABLE:LINE FILE. TARGET and TABLE:LINE name the deepest table line \
-            (the one naming the image, or the zero/error line). With --json, one object per line:
-              {"start":0,"length":2048,"target":"linear","device":"A","file":"a.img","offset":0,"table":"t.txt","line":3}
-            zero and error extents have null device, file and offset; error extents have "error":true.
+            (the one naming the image, or the zero/error line). With --json, one object per line (here on two):
+              {"start":0,"length":2048,"target":"linear","device":"A",
+               "file":"a.img","offset":0,"table":"t.txt","line":3}
+            Zero and error extents have null device, file and offset; error extents have "error":true.
 
             EXAMPLES:
               imgmap map raid0.table --dev m0=a.img --dev m1=b.img --dev m2=c.img

@@ -20,8 +20,8 @@ struct ScatterCommand: ParsableCommand {
             way reports which device ranges were written.
 
             EXAMPLES:
-              imgmap scatter raid0.table --dev m0=m0.img --dev m1=m1.img --dev m2=m2.img flat.img
-              imgmap scatter raid0.table --create flat.img       # members named in the table are created
+              imgmap scatter raid0.table --dev m0=a.img --dev m1=b.img --dev m2=c.img x.img
+              imgmap scatter raid0.table --create flat.img   # creates missing members
               imgmap scatter disk.table edited-disk.img --dry-run
               zcat part.img.gz | imgmap scatter disk.table - --seek 2048
             """)
@@ -49,8 +49,7 @@ struct ScatterCommand: ParsableCommand {
     @Flag(help: "Skip holes in a regular-file INPUT (only right when the members hold zeros there).")
     var sparse = false
 
-    @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
-    var progress: ProgressMode = .auto
+    @OptionGroup var progress: ProgressOptions
 
     func run() throws {
         var loaded = try tables.load(create ? .lenient : .openAll)
@@ -86,7 +85,7 @@ struct ScatterCommand: ParsableCommand {
         }
 
         let options = Scatter.Options(seek: Sector(seek), onError: onError, sparse: sparse,
-                                      progress: Progress(mode: progress, total: inputBytes ?? 0, label: "scatter"))
+                                      progress: progress.make(total: inputBytes, label: "scatter"))
         var scatter = Scatter(map: map, options: options)
         let range = try scatter.check(inputBytes: inputBytes)
         if dryRun {

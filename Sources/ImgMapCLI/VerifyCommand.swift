@@ -43,8 +43,7 @@ struct VerifyCommand: ParsableCommand {
     @Flag(help: "One JSON object per differing range, then a summary object.")
     var json = false
 
-    @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
-    var progress: ProgressMode = .auto
+    @OptionGroup var progress: ProgressOptions
 
     func validate() throws {
         if bmap != nil {
@@ -67,7 +66,7 @@ struct VerifyCommand: ParsableCommand {
         let map = SectorMap(top: loaded.top)
         let (image, isStream) = try openImage(paths[1])
         let sink = TextSink(file: ImageFile(descriptor: 1, path: "<stdout>", writable: true, owned: false))
-        let options = Verify.Options(onError: onError, progress: Progress(mode: progress, total: map.size.bytes, label: "verify"))
+        let options = Verify.Options(onError: onError, progress: progress.make(total: map.size.bytes, label: "verify"))
         let report = try Verify(map: map, options: options).run(image: image, isStream: isStream) { mismatch in
             try sink.write((json ? mismatch.json : mismatch.description) + "\n")
         }

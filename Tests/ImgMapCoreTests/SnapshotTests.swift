@@ -181,7 +181,7 @@ struct SnapshotTests {
         ("0 256 snapshot O COW P 8 1 bogus", "t.table:1: snapshot: Unrecognised feature requested: `bogus`"),
         ("0 256 snapshot-merge O COW N 8", "t.table:1: snapshot-merge: Couldn't create exception store: snapshot-merge needs a persistent store (P or PO), not N"),
         ("0 256 snapshot-origin O X", "t.table:1: snapshot-origin: origin: incorrect number of arguments: snapshot-origin takes 1 argument (<origin>), got 2"),
-        ("0 512 snapshot-origin O", "t.table:1: snapshot-origin: too small for target: O (ORIGIN): start=0, len=512, dev_size=256 (the segment needs sectors 0..<512 of a 256-sector device)"),
+        ("0 512 snapshot-origin O", "t.table:1: snapshot-origin: too small for target: O (ORIGIN): start=0, len=512, dev_size=256 (the segment needs sectors 0+512 of a 256-sector device)"),
     ])
     func badSnapshotTablesAreRefusedWithTheKernelsPhrase(_ table: String, _ expected: String) {
         let cow = folder.sparseImage("cow.img", sectors: 64)

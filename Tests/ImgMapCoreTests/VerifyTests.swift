@@ -80,7 +80,7 @@ struct VerifyTests {
         #expect(mismatches.map(\.json) == [
             "{\"kind\":\"differs\",\"start\":10,\"length\":1,\"table\":\"t.table\",\"line\":1,\"target\":\"linear\",\"device\":\"A\",\"file\":\"\(f.a)\",\"offset\":18}",
         ])
-        #expect(report.summary == "different: 1 range (1 sectors) differ")
+        #expect(report.summary == "different: 1 range (1 sector) differs")
         #expect(report.json == "{\"identical\":false,\"ranges\":1,\"sectors\":1,\"device_bytes\":73728,\"image_bytes\":73728}")
     }
 
@@ -205,7 +205,7 @@ struct VerifyTests {
         #expect(short.report.summary == "different: 2 ranges (41 sectors) differ; the image is 20960 bytes shorter than the device (20000 < 40960)")
         #expect(truncate(image, 50000) == 0)
         let long = try verifyImage(map, image, stream: true)
-        #expect(long.report.summary == "different: 1 range (25 sectors) differ; the image is 9040 bytes longer than the device (50000 > 40960)")
+        #expect(long.report.summary == "different: 1 range (25 sectors) differs; the image is 9040 bytes longer than the device (50000 > 40960)")
     }
 
     @Test func errorExtentsAreUnverifiableByDefault() throws {
@@ -304,7 +304,7 @@ struct VerifyCommandTests {
         flipByte(image, at: 10 * 512)
         let run = try imgmap(["verify", "t.table", "--dev", "A=a.img", "--dev", "B=b.img", "out.img"], in: f.folder)
         #expect(run.status == 1)
-        #expect(run.out == "sectors 10+1 differ — t.table:1 linear A (a.img) sector 18\ndifferent: 1 range (1 sectors) differ\n")
+        #expect(run.out == "sectors 10+1 differ — t.table:1 linear A (a.img) sector 18\ndifferent: 1 range (1 sector) differs\n")
         let json = try imgmap(["verify", table] + f.devs + [image, "--json"], in: f.folder)
         #expect(json.status == 1)
         #expect(json.out == "{\"kind\":\"differs\",\"start\":10,\"length\":1,\"table\":\"\(table)\",\"line\":1,\"target\":\"linear\",\"device\":\"A\",\"file\":\"\(f.a)\",\"offset\":18}\n"

@@ -73,7 +73,7 @@ public struct Scatter {
     public func check(inputBytes: UInt64?) throws -> Range<UInt64> {
         let seek = options.seek.value
         guard seek <= map.size.value else {
-            throw PlainFailure("--seek \(seek) lies past the end of the device (\(map.size.value) sectors)", .usage)
+            throw PlainFailure("--seek \(seek) lies past the end of the device (\(counted(map.size.value, "sector")))", .usage)
         }
         guard let inputBytes else {
             try refuseReadOnly(in: seek..<map.size.value)
@@ -81,7 +81,7 @@ public struct Scatter {
         }
         let sectors = (inputBytes + sectorSize - 1) / sectorSize
         guard sectors <= map.size.value - seek else {
-            throw PlainFailure("the input (\(inputBytes) bytes, \(sectors) sectors) does not fit: the device has \(map.size.value - seek) sectors from sector \(seek)", .dataError)
+            throw PlainFailure("the input (\(counted(inputBytes, "byte")), \(counted(sectors, "sector"))) does not fit: the device has \(counted(map.size.value - seek, "sector")) from sector \(seek)", .dataError)
         }
         let range = seek..<seek + sectors
         try refuseReadOnly(in: range)

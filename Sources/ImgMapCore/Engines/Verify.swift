@@ -71,9 +71,9 @@ public struct Verify {
 
         /// `identical: …`, or what differs.
         public var summary: String {
-            if identical { return "identical: \(deviceBytes) bytes (\(deviceBytes / sectorSize) sectors)" }
+            if identical { return "identical: \(deviceBytes) bytes (\(counted(deviceBytes / sectorSize, "sector")))" }
             var parts: [String] = []
-            if ranges > 0 { parts.append("\(ranges) range\(ranges == 1 ? "" : "s") (\(sectors) sectors) differ") }
+            if ranges > 0 { parts.append("\(counted(ranges, "range")) (\(counted(sectors, "sector"))) differ\(ranges == 1 ? "s" : "")") }
             if imageBytes < deviceBytes {
                 parts.append("the image is \(deviceBytes - imageBytes) bytes shorter than the device (\(imageBytes) < \(deviceBytes))")
             } else if imageBytes > deviceBytes {

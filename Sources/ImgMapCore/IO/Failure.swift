@@ -66,3 +66,8 @@ public func errnoDescription(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "errno \(code)" }
     return String(cString: text)
 }
+
+/// `1 sector`, `2 sectors`: a count with its noun, singular only for one (`plural` for irregular nouns).
+public func counted<N: BinaryInteger>(_ n: N, _ noun: String, plural: String? = nil) -> String {
+    "\(n) \(n == 1 ? noun : plural ?? noun + "s")"
+}

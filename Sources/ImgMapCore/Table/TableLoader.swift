@@ -179,7 +179,7 @@ public struct TableLoader {
                 }
                 if line.start != end {
                     throw fail("Gap in table", line.start > end
-                        ? "segment starts at \(line.start), the previous one ends at \(end) (sectors \(end)..<\(line.start) are unmapped)"
+                        ? "segment starts at \(line.start), the previous one ends at \(end) (sectors \(end)+\(line.start - end) are unmapped)"
                         : "segment starts at \(line.start), inside or before the previous one, which ends at \(end)")
                 }
                 let target: any Target
@@ -215,7 +215,7 @@ public struct TableLoader {
                             path: text.path, line: segment.line, target: segment.target.name,
                             message: "too small for target",
                             detail: "\(describe(area)): start=\(area.start), len=\(area.length), dev_size=\(size)",
-                            hint: "the segment needs sectors \(area.start)..<\(area.start &+ area.length) of a \(size)-sector device")
+                            hint: "the segment needs sectors \(area.start)+\(area.length) of a \(size)-sector device")
                     }
                 }
             }

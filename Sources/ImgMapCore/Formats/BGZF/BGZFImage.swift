@@ -27,10 +27,12 @@ public func compressImage(input: ImageFile, output: ImageFile, level: Int = 6,
 /// Writes the uncompressed content of the BGZF file `input` to `output` in order with write(2): all of
 /// it, or `length` bytes from `offset`. A range past the end is a usage error (64) naming the size.
 /// Uses `input`'s `.gzi` when present; `threads` inflate 1 MiB chunks in parallel (each member read
-/// once with pread(2), twice where a chunk boundary cuts it); memory ~8 MiB per thread.
+/// once with pread(2), twice where a chunk boundary cuts it); memory ~8 MiB per thread. `progress` is
+/// given the byte count to write and may return a display to update.
 @discardableResult
 public func decompressImage(input: ImageFile, output: ImageFile, offset: UInt64 = 0, length: UInt64? = nil,
-                            threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> BGZFTransferSummary {
+                            threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+                            progress makeProgress: ((_ total: UInt64) -> Progress?)? = nil) throws -> BGZFTransferSummary {
     let reader = try BGZFReader(file: input)
     let size = reader.uncompressedSize
     guard offset <= size, (length ?? 0) <= size - offset else {
@@ -40,9 +42,16 @@ public func decompressImage(input: ImageFile, output: ImageFile, offset: UInt64 
     let queue = BGZFInflateQueue(file: input, table: reader.table, library: reader.library, range: offset..<end,
                                  threads: max(1, threads), slotsPerThread: 8, chunkSize: 16 * bgzfMaxInputPerBlock)
     defer { queue.stop() }
+    // Made once the size to write is known (from the member table).
+    let progress = makeProgress?(end - offset)
+    var written: UInt64 = 0
     for chunk in 0..<queue.chunkCount {
-        try output.append(try queue.waitForChunk(chunk))
+        let bytes = try queue.waitForChunk(chunk)
+        try output.append(bytes)
+        written += UInt64(bytes.count)
         queue.release(chunk)
+        progress?.update(written)
     }
+    progress?.finish(written)
     return BGZFTransferSummary(uncompressedBytes: end - offset, compressedBytes: try input.byteSize())
 }

@@ -51,6 +51,9 @@ public final class BGZFWriter {
     private var finished = false
 
     /// Starts the worker threads. A level outside 0–9 or fewer than one thread is a usage error (64).
+    /// Told the input bytes read so far (from the thread calling `write`).
+    public var progress: Progress?
+
     public init(output: ImageFile, options: Options = Options()) throws {
         guard (0...9).contains(options.level) else {
             throw PlainFailure("compression level \(options.level) is outside 0–9", .usage)
@@ -104,6 +107,7 @@ public final class BGZFWriter {
             if count == 0 { return total }
             fill += count
             total += UInt64(count)
+            progress?.update(total)
             uncompressedBytes += UInt64(count)
             if fill == bgzfMaxInputPerBlock { submitBlock() }
         }

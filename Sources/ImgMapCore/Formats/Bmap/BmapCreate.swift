@@ -10,7 +10,7 @@ let bmapReadBufferSize = 1 << 20
 /// Reads each mapped byte once with pread(2) into one 1 MiB buffer and hashes it with SHA-256; memory
 /// is that buffer plus the text. Throws `IOFailure` on read errors and `BmapError` for an empty image.
 public func createBmap(image: ImageFile, zerosAsHoles: Bool = false,
-                       blockSize: UInt64 = BmapBuilder.defaultBlockSize) throws -> String {
+                       blockSize: UInt64 = BmapBuilder.defaultBlockSize, progress: Progress? = nil) throws -> String {
     let size = try image.byteSize()
     return try createBmap(
         size: size, path: image.path, zerosAsHoles: zerosAsHoles, blockSize: blockSize,
@@ -22,7 +22,7 @@ public func createBmap(image: ImageFile, zerosAsHoles: Bool = false,
                 offset = hole
             }
         },
-        read: { buffer, offset in try image.readExactly(into: buffer, at: offset) })
+        read: { buffer, offset in try image.readExactly(into: buffer, at: offset) }, progress: progress)
 }
 
 /// Makes a bmap from any byte source: `dataRuns` calls its argument with the data ranges in increasing
@@ -31,7 +31,8 @@ public func createBmap(image: ImageFile, zerosAsHoles: Bool = false,
 /// when all zero.
 public func createBmap(size: UInt64, path: String, zerosAsHoles: Bool, blockSize: UInt64 = BmapBuilder.defaultBlockSize,
                        dataRuns: ((Range<UInt64>) throws -> Void) throws -> Void,
-                       read: @escaping (UnsafeMutableRawBufferPointer, UInt64) throws -> Void) throws -> String {
+                       read: @escaping (UnsafeMutableRawBufferPointer, UInt64) throws -> Void,
+                       progress: Progress? = nil) throws -> String {
     var builder = try BmapBuilder(imageSize: size, blockSize: blockSize, path: path)
     let bufferBytes = max(Int(blockSize), bmapReadBufferSize / Int(blockSize) * Int(blockSize))
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
@@ -47,6 +48,8 @@ public func createBmap(size: UInt64, path: String, zerosAsHoles: Bool, blockSize
             let count = Int(min(UInt64(bufferBytes), end - offset))
             let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
             try read(chunk, offset)
+            // Progress is the offset reached in the image: holes between runs count as done.
+            progress?.update(offset + UInt64(count))
             if !zerosAsHoles {
                 builder.update(UnsafeRawBufferPointer(chunk))
             } else {
@@ -82,5 +85,7 @@ public func createBmap(size: UInt64, path: String, zerosAsHoles: Bool, blockSize
         }
     }
     if let p = pending { try feed(first: p.first, last: p.last) }
-    return try builder.finish()
+    let text = try builder.finish()
+    progress?.finish(size)
+    return text
 }
