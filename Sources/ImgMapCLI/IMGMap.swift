@@ -15,8 +15,9 @@ public struct IMGMap: ParsableCommand {
         abstract: "Linux device-mapper tables over image files, offline and without root.",
         discussion: """
             A table is what `dmsetup create` accepts: `<start> <length> <target> <args…>` in 512-byte \
-            sectors, one segment per line. Targets: linear, striped, zero, error, and compress (a BGZF \
-            image). Devices are image files: write their paths, or bind names with --dev NAME=PATH; \
+            sectors, one segment per line. Targets: linear, striped, zero, error, compress (a BGZF \
+            image), snapshot-origin, snapshot, snapshot-merge (LVM snapshots: the COW's exception store is \
+            read), thin-pool and thin (thin pools: the metadata's btrees are read). Devices are image files: write their paths, or bind names with --dev NAME=PATH; \
             stacked devices come from --table NAME=FILE. What compose writes is byte-identical to what \
             the kernel presents as /dev/mapper/NAME.
 
@@ -26,6 +27,7 @@ public struct IMGMap: ParsableCommand {
               imgmap map lv.table --table pv=pv.table --dev sda=sda.img --json
               imgmap verify disk.table disk.img && imgmap manifest disk.table -o disk.bmap
               dmsetup table | imgmap check - --dev 8:16=disk.img
+              imgmap compose vm.table --table pool=pool.table --dev meta=tmeta.img --dev data=tdata.img -o vm.img
 
             EXIT STATUS:
               0        success

@@ -269,6 +269,12 @@ public struct Scatter {
     public func plan(range: Range<UInt64>, to sink: TextSink) throws {
         var perImage: [(LeafFile, UInt64)] = []
         var index: [ObjectIdentifier: Int] = [:]
+        // Targets that allocate on write change their mapping as the write goes: say so first.
+        try map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, device, offset, count in
+            let written = segment.target.devicesWrittenOnWrite
+            guard !written.isEmpty else { return }
+            try sink.write("sectors \(segment.start.value + offset)+\(count) [\(device.tablePath):\(segment.line) \(segment.target.name)]: chunks without an exception first get one in \(written.map(\.displayName).joined(separator: ", ")) (the old chunk copied there); the lines below show the mapping before the write\n")
+        }
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
             let what: String
             switch extent.source {
