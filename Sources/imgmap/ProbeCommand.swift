@@ -36,6 +36,9 @@ struct ProbeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Logical sector size of the disks: 512 or 4096 (default: 512, or 4096 where a GPT is found there).", valueName: "BYTES"))
     var sectorSize: Int?
 
+    @Flag(help: "Activate volume groups with missing PVs too, their areas on those PVs as error segments (lvm --activationmode partial).")
+    var partial = false
+
     func validate() throws {
         if images.isEmpty { throw ValidationError("name at least one image") }
         if let sectorSize, sectorSize != 512 && sectorSize != 4096 {
@@ -44,7 +47,7 @@ struct ProbeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let result = try Prober(images: images, options: .init(sectorSize: sectorSize)).run()
+        let result = try Prober(images: images, options: .init(sectorSize: sectorSize, partial: partial)).run()
         let text = json ? result.report.text(pretty: true) + "\n" : result.dump
         let out = try OutputFile(path: output ?? "-", inputs: result.images)
         try Array(text.utf8).withUnsafeBytes { try out.file.append($0) }

@@ -13,7 +13,13 @@ public final class Prober {
     public struct Options: Sendable {
         /// Logical sector size of the disks; nil: 512, or 4096 when a GPT is found there.
         public var sectorSize: Int?
-        public init(sectorSize: Int? = nil) { self.sectorSize = sectorSize }
+        /// Activate VGs with missing PVs too, their areas on those PVs as `error` segments
+        /// (`lvm --activationmode partial`).
+        public var partial: Bool
+        public init(sectorSize: Int? = nil, partial: Bool = false) {
+            self.sectorSize = sectorSize
+            self.partial = partial
+        }
     }
 
     let images: [String]
