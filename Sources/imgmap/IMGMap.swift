@@ -23,6 +23,7 @@ struct IMGMap: ParsableCommand {
               imgmap map lv.table --table pv=pv.table --dev sda=sda.img --json
               imgmap verify disk.table disk.img && imgmap manifest disk.table -o disk.bmap
               dmsetup table | imgmap check - --dev 8:16=disk.img
+              imgmap probe nas*.img > layout.txt && imgmap compose layout.txt --top vg0-data -o data.img
 
             EXIT STATUS:
               0        success

@@ -11,7 +11,7 @@ struct ProbeCommand: ParsableCommand {
             image's file name without its extension), md arrays by their name (or md<N>), LVs as \
             `<vg>-<lv>` with dashes doubled. Its disks are the image paths as given, so the dump is a \
             table every command takes. Images are opened read-only and only their metadata is read. \
-            Clean RAID1 arrays map as `linear` over their first in-sync member, RAID0 as `striped`, \
+            RAID1 arrays map as `linear` over their first in-sync member, RAID0 as `striped`, \
             RAID4/5/6/10 as `raid` (dm-raid syntax, `-` for a missing member). Stale members (older \
             event count) and faulty ones are left out and reported. Problems (corrupt superblocks, \
             loops, duplicate PV UUIDs, missing PVs) go to stderr and make the exit status 65; what is \
@@ -20,7 +20,7 @@ struct ProbeCommand: ParsableCommand {
             EXAMPLES:
               imgmap probe disk.img
               imgmap probe nas1.img nas2.img nas3.img nas4.img > layout.txt
-              imgmap compose layout.txt --top vg0-root -o root.img
+              imgmap compose layout.txt --top vg_nas-data -o data.img
               imgmap probe --json disk.img | jq '.devices[].partition_table.partitions'
             """)
 
