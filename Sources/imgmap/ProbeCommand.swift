@@ -12,7 +12,7 @@ struct ProbeCommand: ParsableCommand {
             `<vg>-<lv>` with dashes doubled. Its disks are the image paths as given, so the dump is a \
             table every command takes. Images are opened read-only and only their metadata is read. \
             RAID1 arrays map as `linear` over their first in-sync member, RAID0 as `striped`, \
-            RAID4/5/6/10 as `raid` (dm-raid syntax, `-` for a missing member). Stale members (older \
+            RAID4/5/6/10 as `raid` (dm-raid syntax over `<md>_rimage_N` devices, `-` for a missing member). Stale members (older \
             event count) and faulty ones are left out and reported. Problems (corrupt superblocks, \
             loops, duplicate PV UUIDs, missing PVs) go to stderr and make the exit status 65; what is \
             sound is still printed.
