@@ -28,6 +28,7 @@ public struct IMGMap: ParsableCommand {
               imgmap verify disk.table disk.img && imgmap manifest disk.table -o disk.bmap
               dmsetup table | imgmap check - --dev 8:16=disk.img
               imgmap compose vm.table --table pool=pool.table --dev meta=tmeta.img --dev data=tdata.img -o vm.img
+              imgmap probe nas*.img > layout.txt && imgmap compose layout.txt --top vg0-data -o data.img
 
             EXIT STATUS:
               0        success

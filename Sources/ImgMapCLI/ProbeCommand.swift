@@ -11,8 +11,8 @@ struct ProbeCommand: ParsableCommand {
             image's file name without its extension), md arrays by their name (or md<N>), LVs as \
             `<vg>-<lv>` with dashes doubled. Its disks are the image paths as given, so the dump is a \
             table every command takes. Images are opened read-only and only their metadata is read. \
-            Clean RAID1 arrays map as `linear` over their first in-sync member, RAID0 as `striped`, \
-            RAID4/5/6/10 as `raid` (dm-raid syntax, `-` for a missing member). Stale members (older \
+            RAID1 arrays map as `linear` over their first in-sync member, RAID0 as `striped`, \
+            RAID4/5/6/10 as `raid` (dm-raid syntax over `<md>_rimage_N` devices, `-` for a missing member). Stale members (older \
             event count) and faulty ones are left out and reported. Problems (corrupt superblocks, \
             loops, duplicate PV UUIDs, missing PVs) go to stderr and make the exit status 65; what is \
             sound is still printed.
@@ -20,7 +20,7 @@ struct ProbeCommand: ParsableCommand {
             EXAMPLES:
               imgmap probe disk.img
               imgmap probe nas1.img nas2.img nas3.img nas4.img > layout.txt
-              imgmap compose layout.txt --top vg0-root -o root.img
+              imgmap compose layout.txt --top vg_nas-data -o data.img
               imgmap probe --json disk.img | jq '.devices[].partition_table.partitions'
             """)
 
@@ -36,6 +36,9 @@ struct ProbeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Logical sector size of the disks: 512 or 4096 (default: 512, or 4096 where a GPT is found there).", valueName: "BYTES"))
     var sectorSize: Int?
 
+    @Flag(help: "Activate volume groups with missing PVs too, their areas on those PVs as error segments (lvm --activationmode partial).")
+    var partial = false
+
     func validate() throws {
         if images.isEmpty { throw ValidationError("name at least one image") }
         if let sectorSize, sectorSize != 512 && sectorSize != 4096 {
@@ -44,7 +47,7 @@ struct ProbeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let result = try Prober(images: images, options: .init(sectorSize: sectorSize)).run()
+        let result = try Prober(images: images, options: .init(sectorSize: sectorSize, partial: partial)).run()
         let text = json ? result.report.text(pretty: true) + "\n" : result.dump
         let out = try OutputFile(path: output ?? "-", inputs: result.images)
         try Array(text.utf8).withUnsafeBytes { try out.file.append($0) }

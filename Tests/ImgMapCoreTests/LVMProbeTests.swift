@@ -215,3 +215,20 @@ import Glibc
         }
     }
 }
+
+@Suite struct LVMPartialProbeTests {
+    @Test func partialActivationMapsTheMissingPVsAreasAsErrors() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let result = try probe([images["pva"]!], partial: true)
+        // vg0-str stripes over both PVs and vg0-root has a segment on each: what was on pvb is `error`.
+        #expect(dumpLines(result, dir) == [
+            "vg0-str: 0 8192 error",
+            "vg0-my--data: 0 4096 linear pva.img 6144",
+            "vg0-root: 0 26624 error",
+            "vg0-root: 26624 22528 linear pva.img 10240",
+        ])
+        #expect(result.problems == ["VG vg0: PV pv1 (Qg69te-cerh-3ZsL-Szeo-phms-MjAR-50UM8K) not found: activated partially, its areas read as errors"])
+        #expect(try composedDigest(result.dump, top: "vg0-my--data") == kernelResult("lvm", "vg0_my-data.sha256"))
+    }
+}

@@ -33,8 +33,8 @@ func kernelResult(_ set: String, _ name: String) -> String {
     return text.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
-func probe(_ paths: [String], sectorSize: Int? = nil) throws -> ProbeResult {
-    try Prober(images: paths, options: .init(sectorSize: sectorSize)).run()
+func probe(_ paths: [String], sectorSize: Int? = nil, partial: Bool = false) throws -> ProbeResult {
+    try Prober(images: paths, options: .init(sectorSize: sectorSize, partial: partial)).run()
 }
 
 /// The dump with the temporary folder's path taken out of image paths (`/tmp/…/a.img` → `a.img`).

@@ -47,7 +47,12 @@ extension Prober {
                 guard let pv = matches.first else { missing.append("\(key) (\(lvmDashed(uuid)))"); continue }
                 pvByKey[key] = (pv, UInt64(max(0, section["pe_start"]?.integer ?? 0)))
             }
-            if !missing.isEmpty { continue }  // reportIncompleteVolumeGroups says so at the end
+            // reportIncompleteVolumeGroups says so at the end, unless asked to activate partially once
+            // nothing else can turn up.
+            if !missing.isEmpty && !(options.partial && worklist.isEmpty) { continue }
+            if !missing.isEmpty {
+                problems.append("VG \(candidate.name): PV \(missing.joined(separator: ", ")) not found: activated partially, its areas read as errors")
+            }
             volumeGroupsDone.insert(candidate.id)
             var report: [(String, JSONValue)] = [("name", .string(candidate.name)), ("id", .string(candidate.id)),
                                                  ("seqno", .unsigned(candidate.newest.seqno))]
@@ -77,6 +82,7 @@ extension Prober {
             }
             var activation = LVActivation(prober: self, vgName: candidate.name, extentSize: extentSize, pvByKey: pvByKey,
                                           lvs: vg["logical_volumes"]?.sections ?? [])
+            activation.missingKeys = Set(pvSections.map(\.0).filter { pvByKey[$0] == nil })
             report.append(("lvs", .array(activation.activateAll())))
             vgReports.append(.object(report))
             any = true
@@ -125,6 +131,8 @@ struct LVActivation {
     /// Snapshot relations from the `snapshotN` LVs: origin → its snapshots, cow LV → (origin, chunk).
     var snapshotsOf: [String: [String]] = [:]
     var cowOf: [String: (origin: String, chunk: Int64)] = [:]
+    /// PVs of a partially activated VG that are not there: their areas become `error` segments.
+    var missingKeys: Set<String> = []
 
     init(prober: Prober, vgName: String, extentSize: UInt64, pvByKey: [String: (LVMPhysicalVolume, UInt64)], lvs: [(String, LVMConfig)]) {
         self.prober = prober
@@ -263,6 +271,10 @@ struct LVActivation {
             let count = Int(segment["stripe_count"]?.integer ?? 0)
             guard count >= 1, count <= areas.count, areas.count == 2 * count else { throw Failure(message: "a striped segment with \(areas.count / 2) areas for \(count) stripes") }
             var targets: [(ProbeVolume, UInt64)] = []
+            if (0..<count).contains(where: { areas[2 * $0].string.map { missingKeys.contains($0) } ?? false }) {
+                // lvm --activationmode partial maps missing areas to the error target.
+                return (ProbeLine(start: start, length: length, target: "error", arguments: []), nil)
+            }
             for k in 0..<count {
                 guard let key = areas[2 * k].string, let pe = areas[2 * k + 1].integer, let (pv, peStart) = pvByKey[key] else {
                     throw Failure(message: "a stripe on an unknown PV")

@@ -241,16 +241,22 @@ extension Prober {
             chunks /= far
             length = chunks * UInt64(n) / near * max(chunk, 1)
         }
-        let offsets = Set(present.values.map { $0.superblock.dataOffset })
-        guard offsets.count <= 1 else {
-            throw ProbeProblem(place: place, message: "members start their data at different offsets (\(offsets.sorted().map(String.init).joined(separator: ", "))): dm-raid takes one data_offset")
-        }
-        if let offset = offsets.first, offset > 0 { params.insert(contentsOf: ["data_offset", String(offset)], at: 1) }
+        if length == 0 { throw ProbeProblem(place: place, message: "the array is empty") }
+        // dm-raid without metadata devices reads each member from its sector 0 (its data_offset
+        // parameter is not applied then: checked with the kernel oracle), so a member whose data starts
+        // further in is given through a linear device of its own, named as lvm names its images.
         var args = [type, String(params.count)] + params + [String(n)]
         for slot in 0..<n {
-            args += ["-", present[slot]?.volume.name ?? "-"]
+            guard let member = present[slot] else { args += ["-", "-"]; continue }
+            if member.superblock.dataOffset == 0 {
+                args += ["-", member.volume.name]
+                continue
+            }
+            let image = claim("\(name)_rimage_\(slot)")
+            addDevice(image, [ProbeLine(start: 0, length: component, target: "linear",
+                                        arguments: [member.volume.name, String(member.superblock.dataOffset)])])
+            args += ["-", image]
         }
-        if length == 0 { throw ProbeProblem(place: place, message: "the array is empty") }
         return ProbeLine(start: 0, length: length, target: "raid", arguments: args)
     }
 

@@ -13,7 +13,13 @@ public final class Prober {
     public struct Options: Sendable {
         /// Logical sector size of the disks; nil: 512, or 4096 when a GPT is found there.
         public var sectorSize: Int?
-        public init(sectorSize: Int? = nil) { self.sectorSize = sectorSize }
+        /// Activate VGs with missing PVs too, their areas on those PVs as `error` segments
+        /// (`lvm --activationmode partial`).
+        public var partial: Bool
+        public init(sectorSize: Int? = nil, partial: Bool = false) {
+            self.sectorSize = sectorSize
+            self.partial = partial
+        }
     }
 
     let images: [String]
@@ -214,7 +220,10 @@ public final class Prober {
     }
 
     /// `name`, or `name_2`, `name_3`… when the dump already has it or an image path is spelled so.
-    func claim(_ name: String) -> String {
+    func claim(_ wanted: String) -> String {
+        // A dump name is one token before `:`; dm names hold no `/` either.
+        var name = String(wanted.map { $0.isWhitespace || $0 == ":" || $0 == "/" || $0 == "#" ? "_" : $0 })
+        if name.isEmpty { name = "device" }
         var candidate = name
         var n = 2
         while takenNames.contains(candidate) {
