@@ -137,7 +137,8 @@ struct CompressedGoldenCase {
 }
 
 struct GoldenThroughCompressTests {
-    static let readCases = GoldenCase.names(mode: "read")
+    // Only linear and striped lines are rewritten to read BGZF copies: the first wave's cases.
+    static let readCases = GoldenCase.names(mode: "read", in: ["golden"])
     static let writerMakers: [BGZFCopyMaker] = [.writerWithIndex, .writerWithoutIndex, .writerStoredInPieces]
 
     /// Each read case with imgmap's own BGZF copies (the three kinds in turn).

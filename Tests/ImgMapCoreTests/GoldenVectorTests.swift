@@ -41,17 +41,27 @@ struct GoldenCase: Decodable, Sendable {
     var devices_after: [String: String]?
     var write_errors: [[UInt64]]?
 
-    static let folder = fixturesURL.appendingPathComponent("golden")
+    /// Case names are paths under Fixtures: `golden/NAME` (shared/golden/cases) and
+    /// `golden-wave2/TARGET/NAME` (shared/golden/wave2/TARGET, one subfolder per target).
+    static let folder = fixturesURL
+
+    /// The folders that hold cases: golden, then every golden-wave2 subfolder.
+    static let caseFolders: [String] = {
+        let wave2 = (try? FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("golden-wave2").path)) ?? []
+        return ["golden"] + wave2.sorted().map { "golden-wave2/\($0)" }
+    }()
 
     static func named(_ name: String) throws -> GoldenCase {
         let data = try Data(contentsOf: folder.appendingPathComponent(name).appendingPathComponent("case.json"))
         return try JSONDecoder().decode(GoldenCase.self, from: data)
     }
 
-    /// Case folder names with the given mode, sorted.
-    static func names(mode: String) -> [String] {
-        let all = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
-        return all.sorted().filter { (try? named($0).mode) == mode }
+    /// Case names (`folder/case`) with the given mode, sorted, from `folders` (default: all).
+    static func names(mode: String, in folders: [String] = caseFolders) -> [String] {
+        folders.flatMap { sub in
+            let all = (try? FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent(sub).path)) ?? []
+            return all.sorted().map { "\(sub)/\($0)" }.filter { (try? named($0).mode) == mode }
+        }
     }
 
     /// The generated (cached, shared) image of each device.
@@ -83,9 +93,16 @@ struct GoldenVectorTests {
     static let rejectCases = GoldenCase.names(mode: "reject")
 
     @Test func everyGoldenCaseIsPresent() {
-        #expect(Self.readCases.count == 25)
-        #expect(Self.rejectCases.count == 20)
-        #expect(GoldenCase.names(mode: "write").count == 8)
+        #expect(GoldenCase.names(mode: "read", in: ["golden"]).count == 25)
+        #expect(GoldenCase.names(mode: "reject", in: ["golden"]).count == 20)
+        #expect(GoldenCase.names(mode: "write", in: ["golden"]).count == 8)
+    }
+
+    @Test func everyCryptGoldenCaseIsPresent() {
+        let crypt = ["golden-wave2/crypt"]
+        #expect(GoldenCase.names(mode: "read", in: crypt).count == 9)
+        #expect(GoldenCase.names(mode: "reject", in: crypt).count == 4)
+        #expect(GoldenCase.names(mode: "write", in: crypt).count == 3)
     }
 
     @Test(arguments: readCases)

@@ -45,14 +45,18 @@ final class CipherContext {
     /// XTS-AES-192 only: the data and tweak key contexts, ECB.
     private var xts192: (data: OpaquePointer, tweak: OpaquePointer)?
 
-    init(cipher: BulkCipher, key: SecretBytes, encrypt: Bool) throws {
+    /// `constructedXTS` builds XTS over the block cipher for every key length (tests compare it with
+    /// OpenSSL's own XTS); 48-byte keys always take that path.
+    init(cipher: BulkCipher, key: SecretBytes, encrypt: Bool, constructedXTS: Bool = false) throws {
         self.cipher = cipher
         self.encrypt = encrypt
-        guard let evp = cipher.evpCipher(keyLength: key.count), let ctx = EVP_CIPHER_CTX_new() else {
+        let constructed = cipher == .aesXTS && (key.count == 48 || constructedXTS)
+        let ecb = [32: EVP_aes_128_ecb(), 48: EVP_aes_192_ecb(), 64: EVP_aes_256_ecb()]
+        guard let evp = constructed ? ecb[key.count] ?? nil : cipher.evpCipher(keyLength: key.count), let ctx = EVP_CIPHER_CTX_new() else {
             throw CipherFailure(description: "no OpenSSL cipher for \(cipher) with a \(key.count)-byte key")
         }
         self.ctx = ctx
-        if cipher == .aesXTS && key.count == 48 {
+        if constructed {
             guard let data = EVP_CIPHER_CTX_new(), let tweak = EVP_CIPHER_CTX_new() else {
                 throw CipherFailure(description: "EVP_CIPHER_CTX_new failed")
             }
@@ -60,7 +64,7 @@ final class CipherContext {
             let ok = key.withBytes { k -> Bool in
                 let p = k.baseAddress!.assumingMemoryBound(to: UInt8.self)
                 return EVP_CipherInit_ex(data, evp, nil, p, nil, encrypt ? 1 : 0) == 1
-                    && EVP_CipherInit_ex(tweak, evp, nil, p + 24, nil, 1) == 1
+                    && EVP_CipherInit_ex(tweak, evp, nil, p + key.count / 2, nil, 1) == 1
                     && EVP_CIPHER_CTX_set_padding(data, 0) == 1 && EVP_CIPHER_CTX_set_padding(tweak, 0) == 1
             }
             guard ok else { throw CipherFailure(description: "OpenSSL refused the key") }
