@@ -20,9 +20,6 @@ public final class CryptSource: ComputedSource {
     public let unitSectors: UInt64
     let ivLargeSectors: Bool
 
-    /// Work smaller than this is not split across threads (thread start-up would cost more).
-    static let minimumBytesPerWorker = 64 << 10
-
     init(device: Device, token: String, lowerStart: UInt64, length: UInt64, cipherName: String, cipher: BulkCipher,
          key: SecretBytes, iv: CryptIV, essivKey: SecretBytes?, ivOffset: UInt64, unitSectors: UInt64, ivLargeSectors: Bool) {
         self.device = device
@@ -88,9 +85,50 @@ public final class CryptSource: ComputedSource {
         "decrypted (\(cipherName)\(ivOffset == 0 ? "" : ", iv_offset \(ivOffset)")) from \(token) sector \(lowerStart + sector)"
     }
 
+    func transform(_ buffer: UnsafeMutableRawBufferPointer, firstSector: UInt64, encrypt: Bool) throws {
+        try CryptTransform(cipher: cipher, key: key, iv: iv, essivKey: essivKey, ivOffset: ivOffset,
+                           unitSectors: unitSectors, ivLargeSectors: ivLargeSectors)
+            .transform(buffer, firstSector: firstSector, encrypt: encrypt)
+    }
+}
+
+/// dm-crypt's per-unit encryption of a run of sectors: a cipher, its key and the IV rule.
+public struct CryptTransform: Sendable {
+    let cipher: BulkCipher
+    let key: SecretBytes
+    let iv: CryptIV
+    let essivKey: SecretBytes?
+    let ivOffset: UInt64
+    let unitSectors: UInt64
+    let ivLargeSectors: Bool
+
+    /// Work smaller than this is not split across threads (thread start-up would cost more).
+    static let minimumBytesPerWorker = 64 << 10
+
+    /// A transform for a dm-crypt cipher spec (`aes-xts-plain64`), or the kernel's refusal.
+    public init(spec: String, key: SecretBytes, ivOffset: UInt64 = 0, unitSectors: UInt64 = 1) throws(TargetError) {
+        let (cipher, iv) = try CryptTarget.parseCipher(spec)
+        guard cipher.acceptsKeyLength(key.count) else {
+            throw TargetError("Error decoding and setting key", detail: "a \(key.count)-byte key: \(cipher.kernelName) takes \(cipher.keyLengths) bytes")
+        }
+        var essiv: SecretBytes?
+        if case .essiv = iv { essiv = key.withBytes { OpenSSLDigest.hash("sha256", $0) } }
+        self.init(cipher: cipher, key: key, iv: iv, essivKey: essiv, ivOffset: ivOffset, unitSectors: unitSectors, ivLargeSectors: false)
+    }
+
+    init(cipher: BulkCipher, key: SecretBytes, iv: CryptIV, essivKey: SecretBytes?, ivOffset: UInt64, unitSectors: UInt64, ivLargeSectors: Bool) {
+        self.cipher = cipher
+        self.key = key
+        self.iv = iv
+        self.essivKey = essivKey
+        self.ivOffset = ivOffset
+        self.unitSectors = unitSectors
+        self.ivLargeSectors = ivLargeSectors
+    }
+
     /// Encrypts or decrypts `buffer` (whole units) in place; its first unit starts at `firstSector` of
     /// the segment. Large buffers are cut into runs of units, one per core.
-    func transform(_ buffer: UnsafeMutableRawBufferPointer, firstSector: UInt64, encrypt: Bool) throws {
+    public func transform(_ buffer: UnsafeMutableRawBufferPointer, firstSector: UInt64, encrypt: Bool) throws {
         let unitBytes = Int(unitSectors * sectorSize)
         let units = buffer.count / unitBytes
         guard units > 0 else { return }
