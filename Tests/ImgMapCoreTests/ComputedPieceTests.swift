@@ -107,7 +107,7 @@ private func loadXor(_ table: String, devices: [String: String] = [:], lower: [(
 
 @Suite struct ComputedPieceTests {
     @Test func composedComputedPiecesMatchTheTransformToAFileAndToAPipe() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory()
         defer { dir.remove() }
         let a = GoldenImages.path("A", sectors: 256)
         // Stacked under linear with an offset that is not unit-aligned, next to plain data and zeros.
@@ -135,7 +135,7 @@ private func loadXor(_ table: String, devices: [String: String] = [:], lower: [(
         let all = extents(map)
         #expect(all.count == 1)
         #expect(all[0].origin.description == "t.table:1 xorunit A")
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory()
         defer { dir.remove() }
         let path = dir.write("map.json", "")
         let sink = TextSink(file: try ImageFile(openForReading: path, writable: true))
@@ -145,7 +145,7 @@ private func loadXor(_ table: String, devices: [String: String] = [:], lower: [(
     }
 
     @Test func verifyFindsADifferenceInsideAComputedPieceAndManifestHashesIt() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory()
         defer { dir.remove() }
         let a = GoldenImages.path("A", sectors: 64)
         let map = try loadXor("0 32 xorunit A 0\n", devices: ["A": a])
@@ -161,7 +161,7 @@ private func loadXor(_ table: String, devices: [String: String] = [:], lower: [(
     }
 
     @Test func scatterWritesThroughTheTransformAndReadsBack() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory()
         defer { dir.remove() }
         let a = dir.file("A.img")
         try Data(GoldenImages.bytes("A", sectors: 64)).write(to: URL(fileURLWithPath: a))
@@ -198,7 +198,7 @@ private func loadXor(_ table: String, devices: [String: String] = [:], lower: [(
     }
 
     @Test func scatterRefusesAnErrorUnderAComputedPieceBeforeWriting() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TemporaryDirectory()
         defer { dir.remove() }
         let a = dir.file("A.img")
         let original = GoldenImages.bytes("A", sectors: 64)

@@ -137,8 +137,7 @@ struct CompressedGoldenCase {
 }
 
 struct GoldenThroughCompressTests {
-    // Only linear and striped lines are rewritten to read BGZF copies: the first wave's cases.
-    static let readCases = GoldenCase.names(mode: "read", in: ["golden"])
+    static let readCases = GoldenCase.names(mode: "read")
     static let writerMakers: [BGZFCopyMaker] = [.writerWithIndex, .writerWithoutIndex, .writerStoredInPieces]
 
     /// Each read case with imgmap's own BGZF copies (the three kinds in turn).

@@ -12,6 +12,11 @@ struct GoldenCase: Decodable, Sendable {
     struct DeviceSpec: Decodable, Sendable {
         var sectors: UInt64
         var extra_bytes: UInt64?
+        /// Wave-2 devices: another name's pattern, all zeros, or a gzip'd fixture beside case.json.
+        var pattern: String?
+        var zeros: Bool?
+        var fixture: String?
+        var sha256: String?
     }
     struct TableSpec: Decodable, Sendable {
         var name: String
@@ -41,34 +46,50 @@ struct GoldenCase: Decodable, Sendable {
     var devices_after: [String: String]?
     var write_errors: [[UInt64]]?
 
-    /// Case names are paths under Fixtures: `golden/NAME` (shared/golden/cases) and
-    /// `golden-wave2/TARGET/NAME` (shared/golden/wave2/TARGET, one subfolder per target).
-    static let folder = fixturesURL
+    static let folder = fixturesURL.appendingPathComponent("golden")
+    /// The kernel's vectors for the newer targets, one subfolder per target (`snapshot/CASE`).
+    static let wave2Folder = fixturesURL.appendingPathComponent("golden-wave2")
 
-    /// The folders that hold cases: golden, then every golden-wave2 subfolder.
-    static let caseFolders: [String] = {
-        let wave2 = (try? FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("golden-wave2").path)) ?? []
-        return ["golden"] + wave2.sorted().map { "golden-wave2/\($0)" }
-    }()
+    /// The folder holding case `name`: wave-2 cases are named `TARGET/CASE`.
+    static func folder(of name: String) -> URL {
+        name.contains("/") ? wave2Folder.appendingPathComponent(name) : folder.appendingPathComponent(name)
+    }
 
     static func named(_ name: String) throws -> GoldenCase {
-        let data = try Data(contentsOf: folder.appendingPathComponent(name).appendingPathComponent("case.json"))
+        let data = try Data(contentsOf: folder(of: name).appendingPathComponent("case.json"))
         return try JSONDecoder().decode(GoldenCase.self, from: data)
     }
 
-    /// Case names (`folder/case`) with the given mode, sorted, from `folders` (default: all).
-    static func names(mode: String, in folders: [String] = caseFolders) -> [String] {
-        folders.flatMap { sub in
-            let all = (try? FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent(sub).path)) ?? []
-            return all.sorted().map { "\(sub)/\($0)" }.filter { (try? named($0).mode) == mode }
-        }
+    /// Wave-2 case names (`TARGET/CASE`) with the given mode, sorted.
+    static func wave2Names(mode: String) -> [String] {
+        let targets = ((try? FileManager.default.contentsOfDirectory(atPath: wave2Folder.path)) ?? []).sorted()
+        return targets.flatMap { target in
+            ((try? FileManager.default.contentsOfDirectory(atPath: wave2Folder.appendingPathComponent(target).path)) ?? [])
+                .sorted().map { "\(target)/\($0)" }
+        }.filter { (try? named($0).mode) == mode }
+    }
+
+    /// Case folder names with the given mode, sorted.
+    static func names(mode: String) -> [String] {
+        let all = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return all.sorted().filter { (try? named($0).mode) == mode }
     }
 
     /// The generated (cached, shared) image of each device.
-    var generatedImages: [String: String] {
+    var generatedImages: [String: String] { images(case: nil) }
+
+    /// The image of each device: generated from its (or its `pattern`'s) name, all zeros, or the case's
+    /// fixture unpacked (cached, shared; copy before writing).
+    func images(case name: String?) -> [String: String] {
         var images: [String: String] = [:]
         for (device, spec) in devices {
-            images[device] = GoldenImages.path(device, sectors: spec.sectors, extra: spec.extra_bytes ?? 0)
+            if let fixture = spec.fixture, let name {
+                images[device] = GoldenImages.unpacked(Self.folder(of: name).appendingPathComponent(fixture).path, sha256: spec.sha256)
+            } else if spec.zeros == true {
+                images[device] = GoldenImages.zeros(sectors: spec.sectors, extra: spec.extra_bytes ?? 0)
+            } else {
+                images[device] = GoldenImages.path(spec.pattern ?? device, sectors: spec.sectors, extra: spec.extra_bytes ?? 0)
+            }
         }
         return images
     }
@@ -76,8 +97,8 @@ struct GoldenCase: Decodable, Sendable {
     /// Bindings as `check` passes them: lower tables in order, the top last, `--dev NAME=IMAGE`, with the
     /// generated images unless `images` gives other paths (copies to write into).
     func bindings(case name: String, images given: [String: String]? = nil) -> (Bindings, images: [String: String]) {
-        let images = given ?? generatedImages
-        let caseFolder = Self.folder.appendingPathComponent(name)
+        let images = given ?? self.images(case: name)
+        let caseFolder = Self.folder(of: name)
         var files: [Bindings.TableFile] = []
         for (index, table) in tables.enumerated() {
             let path = caseFolder.appendingPathComponent(table.file).path
@@ -93,19 +114,30 @@ struct GoldenVectorTests {
     static let rejectCases = GoldenCase.names(mode: "reject")
 
     @Test func everyGoldenCaseIsPresent() {
-        #expect(GoldenCase.names(mode: "read", in: ["golden"]).count == 25)
-        #expect(GoldenCase.names(mode: "reject", in: ["golden"]).count == 20)
-        #expect(GoldenCase.names(mode: "write", in: ["golden"]).count == 8)
+        #expect(Self.readCases.count == 25)
+        #expect(Self.rejectCases.count == 20)
+        #expect(GoldenCase.names(mode: "write").count == 8)
     }
 
-    @Test func everyCryptGoldenCaseIsPresent() {
-        let crypt = ["golden-wave2/crypt"]
-        #expect(GoldenCase.names(mode: "read", in: crypt).count == 9)
-        #expect(GoldenCase.names(mode: "reject", in: crypt).count == 4)
-        #expect(GoldenCase.names(mode: "write", in: crypt).count == 3)
+    static let wave2ReadCases = GoldenCase.wave2Names(mode: "read")
+    static let wave2RejectCases = GoldenCase.wave2Names(mode: "reject")
+    static let wave2WriteCases = GoldenCase.wave2Names(mode: "write")
+
+    @Test func everyWave2CaseIsPresent() {
+        let others = { (names: [String]) in names.filter { !$0.hasPrefix("crypt/") } }
+        #expect(others(Self.wave2ReadCases).count == 6)
+        #expect(others(Self.wave2RejectCases).count == 1)
+        #expect(others(Self.wave2WriteCases).count == 3)
     }
 
-    @Test(arguments: readCases)
+    @Test func everyCryptCaseIsPresent() {
+        let crypt = { (names: [String]) in names.filter { $0.hasPrefix("crypt/") } }
+        #expect(crypt(Self.wave2ReadCases).count == 9)
+        #expect(crypt(Self.wave2RejectCases).count == 4)
+        #expect(crypt(Self.wave2WriteCases).count == 3)
+    }
+
+    @Test(arguments: readCases + wave2ReadCases)
     func readCaseComposesToTheKernelsBytes(_ name: String) throws {
         let golden = try GoldenCase.named(name)
         let (bindings, images) = golden.bindings(case: name)
@@ -142,7 +174,33 @@ struct GoldenVectorTests {
         #expect(images.mapValues { sha256(file: $0) } == before)
     }
 
-    @Test(arguments: rejectCases)
+    /// The images a write case starts from, copied into `folder` (fixtures and zeros included).
+    static func writableCopies(_ golden: GoldenCase, case name: String, in folder: TemporaryDirectory) throws -> [String: String] {
+        var copies: [String: String] = [:]
+        for (device, path) in golden.images(case: name) {
+            copies[device] = folder.file("\(device).img")
+            try FileManager.default.copyItem(atPath: path, toPath: copies[device]!)
+        }
+        return copies
+    }
+
+    @Test(arguments: wave2WriteCases)
+    func wave2WriteCaseLeavesTheKernelsImages(_ name: String) throws {
+        let golden = try GoldenCase.named(name)
+        let folder = TemporaryDirectory()
+        let copies = try Self.writableCopies(golden, case: name, in: folder)
+        let (bindings, _) = golden.bindings(case: name, images: copies)
+        let loaded = try TableLoader(bindings: bindings).load()
+        let payloadSectors = try #require(golden.payload?.sectors)
+        let payload = GoldenImages.path("W", sectors: payloadSectors)
+        let report = try scatterFile(SectorMap(top: loaded.top), input: payload, .init(seek: Sector(golden.seek ?? 0), onError: .skip))
+        for (device, hash) in try #require(golden.devices_after) {
+            #expect(sha256(file: copies[device]!) == hash, "\(name): image \(device)")
+        }
+        #expect(report.skipped.ranges == (golden.write_errors ?? []).map { SectorRange(start: $0[0], length: $0[1]) })
+    }
+
+    @Test(arguments: rejectCases + wave2RejectCases)
     func rejectCaseIsRefusedAtTheFaultyLine(_ name: String) throws {
         let golden = try GoldenCase.named(name)
         let (bindings, _) = golden.bindings(case: name)
@@ -151,7 +209,7 @@ struct GoldenVectorTests {
         let error = try #require(failure { _ = try TableLoader(bindings: bindings).load() })
         let accepted = golden.exit_codes ?? [ExitStatus.dataError.rawValue]
         #expect(accepted.contains(error.exitStatus.rawValue))
-        let faultPath = GoldenCase.folder.appendingPathComponent(name).appendingPathComponent(fault.file).path
+        let faultPath = GoldenCase.folder(of: name).appendingPathComponent(fault.file).path
         #expect(error.description.hasPrefix("\(faultPath):\(fault.line): "), "\(error)")
         #expect(error.description.contains(reason), "\(error)")
     }

@@ -85,17 +85,26 @@ public struct Scatter {
         }
         let range = seek..<seek + sectors
         try refuseReadOnly(in: range)
+        try map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, _, offset, count in
+            try segment.target.checkWrite(offset: offset, count: count)
+        }
         if options.onError == .fail {
             try refuseErrors(in: range, upFront: true)
         }
         return range
     }
 
-    /// A compress extent cannot be written: the image is compressed. Checked for the whole range before
-    /// anything is written (for a stream: to the end of the device, its length being unknown).
-    /// A compress extent cannot be written (the image is compressed), nor a computed piece whose
+    /// Checked for the whole range before anything is written (for a stream: to the end of the device,
+    /// its length being unknown). A compress extent cannot be written (the image is compressed), nor a computed piece whose
     /// target cannot write offline. Computed pieces are looked through to the images under them.
     func refuseReadOnly(in range: Range<UInt64>) throws {
+        // A target that cannot be written (its own rule, not an extent's) refuses the whole write.
+        try map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, device, offset, count in
+            if let reason = segment.target.writeRefusal {
+                let start = segment.start.value + offset
+                throw PlainFailure("\(device.tablePath):\(segment.line): \(segment.target.name): sectors \(start)+\(count) of device \(device.name) cannot be written: \(reason); nothing was written", .dataError)
+            }
+        }
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
             let place = "sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description))"
             if case .computed(let source, let at) = extent.source, let why = source.writeRefusal(sector: at, count: extent.length.value) {
@@ -124,6 +133,11 @@ public struct Scatter {
     public func leavesWritten(in range: Range<UInt64>) -> [LeafFile] {
         var seen = Set<ObjectIdentifier>()
         var result: [LeafFile] = []
+        try? map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, _, _, _ in
+            for device in segment.target.devicesWrittenOnWrite {
+                for leaf in device.leaves where seen.insert(ObjectIdentifier(leaf)).inserted { result.append(leaf) }
+            }
+        }
         map.forEachLeafExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
             if case .data(let leaf, _) = extent.source, seen.insert(ObjectIdentifier(leaf)).inserted {
                 result.append(leaf)
@@ -225,6 +239,11 @@ public struct Scatter {
     func write(_ bytes: UnsafeMutableRawBufferPointer, at start: Sector, writers: [ObjectIdentifier: ImageFile],
                report: inout Report) throws {
         let end = start + Sector(UInt64(bytes.count) / sectorSize)
+        // Targets that allocate on write (snapshots) do so first; the extents below are then the new ones.
+        let io = WriteIO(writers: writers)
+        try map.forEachSegment(from: start, to: end) { segment, _, offset, count in
+            try segment.target.prepareWrite(offset: offset, count: count, io: io)
+        }
         try map.forEachExtent(from: start, to: end) { extent in
             let at = Int((extent.start - start).bytes)
             let slice = UnsafeRawBufferPointer(rebasing: bytes[at..<at + Int(extent.length.bytes)])

@@ -86,7 +86,7 @@ public final class DeviceIO {
             switch extent.source {
             case .data(let leaf, let offset):
                 guard let writer = writers[ObjectIdentifier(leaf)] else {
-                    preconditionFailure("\(leaf.path) was not opened for writing")
+                    throw PlainFailure("\(leaf.path) was not opened for writing (a target's write needs it)", .cannotCreate)
                 }
                 try writer.write(slice, at: offset.bytes)
             case .zero:

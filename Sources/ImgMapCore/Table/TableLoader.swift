@@ -85,6 +85,8 @@ public struct TableLoader {
         /// Device names a dump defines, to choose the top one.
         var dumpNames: [String] = []
         var referenced: Set<String> = []
+        /// dm-snap's origins, for the whole set of tables.
+        let snapshots = SnapshotRegistry()
 
         init(loader: TableLoader) {
             self.loader = loader
@@ -159,7 +161,7 @@ public struct TableLoader {
                     throw TargetError("Device lookup failed")
                 }
             }
-            let context = TargetContext(
+            var context = TargetContext(
                 lookup: { token throws(TargetError) in try guarded { try self.resolve(token, from: name) } },
                 compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } },
                 deviceName: name, suppliedKey: try suppliedKey(for: name))
@@ -182,6 +184,8 @@ public struct TableLoader {
                         : "segment starts at \(line.start), inside or before the previous one, which ends at \(end)")
                 }
                 let target: any Target
+                context.start = Sector(line.start)
+                context.snapshots = snapshots
                 do {
                     target = try type.init(arguments: line.arguments, length: Sector(line.length), context: context)
                 } catch let error as TargetError {

@@ -5,9 +5,12 @@ import ImgMapCore
 import Glibc
 #endif
 
-@main
-struct IMGMap: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// imgmap's command line, as a library: `imgmap` itself is `IMGMap.main()`, and a package that adds
+/// its own targets gets the same commands with `IMGMap.main(extraTargets: [MyTarget.self])`.
+public struct IMGMap: ParsableCommand {
+    public init() {}
+
+    public static let configuration = CommandConfiguration(
         commandName: "imgmap",
         abstract: "Linux device-mapper tables over image files, offline and without root.",
         discussion: """
@@ -39,7 +42,14 @@ struct IMGMap: ParsableCommand {
         subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, LuksCommand.self, CompressCommand.self, DecompressCommand.self]
     )
 
-    static func main() {
+    /// Parses the command line and runs the command; never returns. `extraTargets` are usable in every
+    /// table the commands read, after imgmap's own.
+    public static func main(extraTargets: [any Target.Type]) -> Never {
+        CLITargets.$extra.withValue(extraTargets) { main() }
+        Glibc.exit(0)
+    }
+
+    public static func main() {
         // A write to a closed pipe returns EPIPE instead of killing the process; a file over
         // RLIMIT_FSIZE returns EFBIG instead of SIGXFSZ. Both become clean errors.
         signal(SIGPIPE, SIG_IGN)
@@ -76,4 +86,10 @@ struct IMGMap: ParsableCommand {
         // ArgumentParser's validation and parse errors are usage errors.
         Glibc.exit(code.rawValue == 1 ? ExitStatus.usage.rawValue : code.rawValue)
     }
+}
+
+/// The target types the commands' tables may use beyond imgmap's own, set by `IMGMap.main(extraTargets:)`
+/// for the run (a task-local value: no global state).
+enum CLITargets {
+    @TaskLocal static var extra: [any Target.Type] = []
 }

@@ -72,6 +72,8 @@ struct DeviceOptions: ParsableArguments {
     }
 
     func load(table: String, _ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
-        try TableLoader(bindings: bindings(table: table), strictness: strictness).load()
+        var loader = TableLoader(bindings: try bindings(table: table), strictness: strictness)
+        loader.targets += CLITargets.extra
+        return try loader.load()
     }
 }
