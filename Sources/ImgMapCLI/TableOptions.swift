@@ -32,6 +32,11 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "Which device of a `dmsetup table` dump to use (default: the one no other device uses).")
     var top: String?
 
+    @Option(name: .customLong("key"), help: ArgumentHelp(
+        "The key of device NAME's crypt lines: FILE holds the raw key bytes (a dump shows keys as zeros). Without NAME=, for every device. Repeatable.",
+        valueName: "[NAME=]FILE"))
+    var keys: [String] = []
+
     /// Whether any image binding was given (`check` opens unbound images only when one was).
     var bindsImages: Bool { !devices.isEmpty || dmsetupLs != nil }
 
@@ -54,7 +59,16 @@ struct DeviceOptions: ParsableArguments {
             let (token, target) = try Bindings.splitAssignment(spec, option: "--dev")
             devs.append((token: token, target: target))
         }
-        return Bindings(tables: tables, devices: devs, top: top)
+        var bindings = Bindings(tables: tables, devices: devs, top: top)
+        for spec in keys {
+            if spec.contains("=") {
+                let (name, path) = try Bindings.splitAssignment(spec, option: "--key")
+                bindings.keys.append((device: name, path: path))
+            } else {
+                bindings.keys.append((device: nil, path: spec))
+            }
+        }
+        return bindings
     }
 
     func load(table: String, _ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {

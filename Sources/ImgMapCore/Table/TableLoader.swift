@@ -163,7 +163,8 @@ public struct TableLoader {
             }
             var context = TargetContext(
                 lookup: { token throws(TargetError) in try guarded { try self.resolve(token, from: name) } },
-                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } })
+                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } },
+                deviceName: name, suppliedKey: try suppliedKey(for: name))
             try text.forEachLine { line in
                 let fail = { (message: String, detail: String?) in
                     TableError(path: text.path, line: line.number, message: message, detail: detail)
@@ -199,6 +200,33 @@ public struct TableLoader {
             let device = MappedDevice(name: name, tablePath: text.path, segments: segments)
             built[name] = device
             return device
+        }
+
+        /// Key files read, by path; a key is read once however many devices use it.
+        var keysByPath: [String: SecretBytes] = [:]
+
+        /// The key `--key NAME=FILE` supplies for device `name` (or `--key FILE` for all): the file's
+        /// raw bytes, as cryptsetup's `--volume-key-file` holds them.
+        func suppliedKey(for name: String) throws -> SecretBytes? {
+            let keys = loader.bindings.keys
+            guard let path = keys.last(where: { $0.device == name })?.path ?? keys.last(where: { $0.device == nil })?.path else {
+                return nil
+            }
+            if let key = keysByPath[path] { return key }
+            var bytes: [UInt8]
+            do {
+                bytes = try readWholeFile(path)
+            } catch let failure as IOFailure {
+                throw IOFailure(path: path, operation: failure.operation, errno: failure.errno, exitStatus: .noInput,
+                                hint: "the key file (--key) cannot be read")
+            }
+            defer { SecretBytes.wipe(&bytes) }
+            guard !bytes.isEmpty else {
+                throw PlainFailure("\(path): the key file (--key) is empty; it holds the raw key bytes", .dataError)
+            }
+            let key = SecretBytes(copying: bytes)
+            keysByPath[path] = key
+            return key
         }
 
         /// The kernel's `device_area_is_invalid`, run once the table is complete. A zero-sized device is
