@@ -3,5 +3,6 @@
 public enum TargetRegistry {
     public static let all: [any Target.Type] = [
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
+        RaidTarget.self, MirrorTarget.self, MultipathTarget.self,
     ]
 }
