@@ -156,7 +156,7 @@ struct RaidTests {
         ("0 4095 raid raid5_ls 1 16 3 - A - B - C", "Target length not divisible by number of data devices"),
         ("0 4096 raid raid5_ls 1 16 3 - A - B - S", "Component device(s) too small"),
         ("0 4096 raid raid5_ls 1 16 3 - - - - - C", "Failed to run raid array"),
-        ("0 4096 raid raid6_nc 1 16 5 - - - - - - - D - E", "Failed to run raid array"),
+        ("0 3072 raid raid6_nc 1 16 5 - - - - - - - D - E", "Failed to run raid array"),
         ("0 4096 raid raid10 1 16 4 - A - B - C - D", "Failed to run raid array"),
         ("0 2048 raid raid0 1 16 2 - A - -", "Failed to run raid array"),
         ("0 2048 mirror core 1 1000 2 A 0 B 0", "Error creating mirror dirty log"),
