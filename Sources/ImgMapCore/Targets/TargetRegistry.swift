@@ -5,5 +5,6 @@ public enum TargetRegistry {
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
         SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self,
         CryptTarget.self,
+        RaidTarget.self, MirrorTarget.self, MultipathTarget.self,
     ]
 }
