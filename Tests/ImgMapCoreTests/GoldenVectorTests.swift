@@ -12,6 +12,11 @@ struct GoldenCase: Decodable, Sendable {
     struct DeviceSpec: Decodable, Sendable {
         var sectors: UInt64
         var extra_bytes: UInt64?
+        /// Wave-2 devices: another name's pattern, all zeros, or a gzip'd fixture beside case.json.
+        var pattern: String?
+        var zeros: Bool?
+        var fixture: String?
+        var sha256: String?
     }
     struct TableSpec: Decodable, Sendable {
         var name: String
@@ -42,10 +47,26 @@ struct GoldenCase: Decodable, Sendable {
     var write_errors: [[UInt64]]?
 
     static let folder = fixturesURL.appendingPathComponent("golden")
+    /// The kernel's vectors for the newer targets, one subfolder per target (`snapshot/CASE`).
+    static let wave2Folder = fixturesURL.appendingPathComponent("golden-wave2")
+
+    /// The folder holding case `name`: wave-2 cases are named `TARGET/CASE`.
+    static func folder(of name: String) -> URL {
+        name.contains("/") ? wave2Folder.appendingPathComponent(name) : folder.appendingPathComponent(name)
+    }
 
     static func named(_ name: String) throws -> GoldenCase {
-        let data = try Data(contentsOf: folder.appendingPathComponent(name).appendingPathComponent("case.json"))
+        let data = try Data(contentsOf: folder(of: name).appendingPathComponent("case.json"))
         return try JSONDecoder().decode(GoldenCase.self, from: data)
+    }
+
+    /// Wave-2 case names (`TARGET/CASE`) with the given mode, sorted.
+    static func wave2Names(mode: String) -> [String] {
+        let targets = ((try? FileManager.default.contentsOfDirectory(atPath: wave2Folder.path)) ?? []).sorted()
+        return targets.flatMap { target in
+            ((try? FileManager.default.contentsOfDirectory(atPath: wave2Folder.appendingPathComponent(target).path)) ?? [])
+                .sorted().map { "\(target)/\($0)" }
+        }.filter { (try? named($0).mode) == mode }
     }
 
     /// Case folder names with the given mode, sorted.
@@ -55,10 +76,20 @@ struct GoldenCase: Decodable, Sendable {
     }
 
     /// The generated (cached, shared) image of each device.
-    var generatedImages: [String: String] {
+    var generatedImages: [String: String] { images(case: nil) }
+
+    /// The image of each device: generated from its (or its `pattern`'s) name, all zeros, or the case's
+    /// fixture unpacked (cached, shared; copy before writing).
+    func images(case name: String?) -> [String: String] {
         var images: [String: String] = [:]
         for (device, spec) in devices {
-            images[device] = GoldenImages.path(device, sectors: spec.sectors, extra: spec.extra_bytes ?? 0)
+            if let fixture = spec.fixture, let name {
+                images[device] = GoldenImages.unpacked(Self.folder(of: name).appendingPathComponent(fixture).path, sha256: spec.sha256)
+            } else if spec.zeros == true {
+                images[device] = GoldenImages.zeros(sectors: spec.sectors, extra: spec.extra_bytes ?? 0)
+            } else {
+                images[device] = GoldenImages.path(spec.pattern ?? device, sectors: spec.sectors, extra: spec.extra_bytes ?? 0)
+            }
         }
         return images
     }
@@ -66,8 +97,8 @@ struct GoldenCase: Decodable, Sendable {
     /// Bindings as `check` passes them: lower tables in order, the top last, `--dev NAME=IMAGE`, with the
     /// generated images unless `images` gives other paths (copies to write into).
     func bindings(case name: String, images given: [String: String]? = nil) -> (Bindings, images: [String: String]) {
-        let images = given ?? generatedImages
-        let caseFolder = Self.folder.appendingPathComponent(name)
+        let images = given ?? self.images(case: name)
+        let caseFolder = Self.folder(of: name)
         var files: [Bindings.TableFile] = []
         for (index, table) in tables.enumerated() {
             let path = caseFolder.appendingPathComponent(table.file).path
@@ -88,7 +119,25 @@ struct GoldenVectorTests {
         #expect(GoldenCase.names(mode: "write").count == 8)
     }
 
-    @Test(arguments: readCases)
+    static let wave2ReadCases = GoldenCase.wave2Names(mode: "read")
+    static let wave2RejectCases = GoldenCase.wave2Names(mode: "reject")
+    static let wave2WriteCases = GoldenCase.wave2Names(mode: "write")
+
+    @Test func everyWave2CaseIsPresent() {
+        let others = { (names: [String]) in names.filter { !$0.hasPrefix("crypt/") } }
+        #expect(others(Self.wave2ReadCases).count == 6)
+        #expect(others(Self.wave2RejectCases).count == 1)
+        #expect(others(Self.wave2WriteCases).count == 3)
+    }
+
+    @Test func everyCryptCaseIsPresent() {
+        let crypt = { (names: [String]) in names.filter { $0.hasPrefix("crypt/") } }
+        #expect(crypt(Self.wave2ReadCases).count == 9)
+        #expect(crypt(Self.wave2RejectCases).count == 4)
+        #expect(crypt(Self.wave2WriteCases).count == 3)
+    }
+
+    @Test(arguments: readCases + wave2ReadCases)
     func readCaseComposesToTheKernelsBytes(_ name: String) throws {
         let golden = try GoldenCase.named(name)
         let (bindings, images) = golden.bindings(case: name)
@@ -125,7 +174,33 @@ struct GoldenVectorTests {
         #expect(images.mapValues { sha256(file: $0) } == before)
     }
 
-    @Test(arguments: rejectCases)
+    /// The images a write case starts from, copied into `folder` (fixtures and zeros included).
+    static func writableCopies(_ golden: GoldenCase, case name: String, in folder: TemporaryDirectory) throws -> [String: String] {
+        var copies: [String: String] = [:]
+        for (device, path) in golden.images(case: name) {
+            copies[device] = folder.file("\(device).img")
+            try FileManager.default.copyItem(atPath: path, toPath: copies[device]!)
+        }
+        return copies
+    }
+
+    @Test(arguments: wave2WriteCases)
+    func wave2WriteCaseLeavesTheKernelsImages(_ name: String) throws {
+        let golden = try GoldenCase.named(name)
+        let folder = TemporaryDirectory()
+        let copies = try Self.writableCopies(golden, case: name, in: folder)
+        let (bindings, _) = golden.bindings(case: name, images: copies)
+        let loaded = try TableLoader(bindings: bindings).load()
+        let payloadSectors = try #require(golden.payload?.sectors)
+        let payload = GoldenImages.path("W", sectors: payloadSectors)
+        let report = try scatterFile(SectorMap(top: loaded.top), input: payload, .init(seek: Sector(golden.seek ?? 0), onError: .skip))
+        for (device, hash) in try #require(golden.devices_after) {
+            #expect(sha256(file: copies[device]!) == hash, "\(name): image \(device)")
+        }
+        #expect(report.skipped.ranges == (golden.write_errors ?? []).map { SectorRange(start: $0[0], length: $0[1]) })
+    }
+
+    @Test(arguments: rejectCases + wave2RejectCases)
     func rejectCaseIsRefusedAtTheFaultyLine(_ name: String) throws {
         let golden = try GoldenCase.named(name)
         let (bindings, _) = golden.bindings(case: name)
@@ -134,8 +209,142 @@ struct GoldenVectorTests {
         let error = try #require(failure { _ = try TableLoader(bindings: bindings).load() })
         let accepted = golden.exit_codes ?? [ExitStatus.dataError.rawValue]
         #expect(accepted.contains(error.exitStatus.rawValue))
-        let faultPath = GoldenCase.folder.appendingPathComponent(name).appendingPathComponent(fault.file).path
+        let faultPath = GoldenCase.folder(of: name).appendingPathComponent(fault.file).path
         #expect(error.description.hasPrefix("\(faultPath):\(fault.line): "), "\(error)")
         #expect(error.description.contains(reason), "\(error)")
+    }
+}
+
+// The kernel's vectors for the newer targets (Fixtures/golden-wave2/<target>/<case>, copied from
+// shared/golden/wave2): every case of every target folder, read, write and reject, as `check` runs
+// them. Devices may be generated with another name's pattern, all zeros, or a gzip'd fixture.
+struct GoldenWave2Case: Sendable, CustomStringConvertible {
+    let target: String
+    let name: String
+    var description: String { "\(target)/\(name)" }
+
+    static let root = fixturesURL.appendingPathComponent("golden-wave2")
+
+    static var all: [GoldenWave2Case] {
+        let targets = ((try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []).sorted()
+        return targets.flatMap { target in
+            (((try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(target).path)) ?? []).sorted())
+                .map { GoldenWave2Case(target: target, name: $0) }
+        }
+    }
+
+    var folder: URL { Self.root.appendingPathComponent(target).appendingPathComponent(name) }
+
+    struct Spec: Decodable {
+        struct Device: Decodable {
+            var sectors: UInt64
+            var extra_bytes: UInt64?
+            var pattern: String?
+            var zeros: Bool?
+            var fixture: String?
+        }
+        var devices: [String: Device]
+        var tables: [GoldenCase.TableSpec]
+        var mode: String
+        var size_bytes: UInt64?
+        var sha256: String?
+        var errors: [[UInt64]]?
+        var reason: String?
+        var fault: GoldenCase.Fault?
+        var payload: GoldenCase.Payload?
+        var seek: UInt64?
+        var devices_after: [String: String]?
+        var write_errors: [[UInt64]]?
+    }
+
+    func spec() throws -> Spec {
+        try JSONDecoder().decode(Spec.self, from: Data(contentsOf: folder.appendingPathComponent("case.json")))
+    }
+
+    /// Each device's image, made in `scratch` (fixtures unpacked, zeros written) or shared (patterns).
+    func images(_ spec: Spec, in scratch: TemporaryDirectory) throws -> [String: String] {
+        var images: [String: String] = [:]
+        for (device, d) in spec.devices {
+            let path = scratch.file("\(device).img")
+            if let fixture = d.fixture {
+                let gz = folder.appendingPathComponent(fixture).path
+                let status = runProcess("/bin/sh", ["-c", "gzip -dc '\(gz)' > '\(path)'"])
+                #expect(status == 0, "unpacking \(gz)")
+            } else if d.zeros == true {
+                FileManager.default.createFile(atPath: path, contents: Data(count: Int(d.sectors * 512 + (d.extra_bytes ?? 0))))
+            } else {
+                try FileManager.default.copyItem(atPath: GoldenImages.path(d.pattern ?? device, sectors: d.sectors, extra: d.extra_bytes ?? 0), toPath: path)
+            }
+            images[device] = path
+        }
+        return images
+    }
+
+    func bindings(_ spec: Spec, _ images: [String: String]) -> Bindings {
+        var files: [Bindings.TableFile] = []
+        for (index, table) in spec.tables.enumerated() {
+            files.append(.init(name: index == spec.tables.count - 1 ? nil : table.name, path: folder.appendingPathComponent(table.file).path))
+        }
+        return Bindings(tables: files, devices: images.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) })
+    }
+}
+
+/// Runs `path args…`, returning its exit status.
+func runProcess(_ path: String, _ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    do { try process.run() } catch { return -1 }
+    process.waitUntilExit()
+    return process.terminationStatus
+}
+
+struct GoldenWave2Tests {
+    static let cases = GoldenWave2Case.all
+
+    @Test func theRaidMirrorAndMultipathVectorsArePresent() {
+        #expect(Self.cases.filter { ["raid", "mirror", "multipath"].contains($0.target) }.count == 24)
+    }
+
+    @Test(arguments: cases)
+    func caseBehavesAsTheKernelDid(_ golden: GoldenWave2Case) throws {
+        let spec = try golden.spec()
+        let scratch = TemporaryDirectory()
+        let images = try golden.images(spec, in: scratch)
+        let bindings = golden.bindings(spec, images)
+        switch spec.mode {
+        case "reject":
+            let fault = try #require(spec.fault)
+            let reason = try #require(spec.reason)
+            let error = try #require(failure { _ = try TableLoader(bindings: bindings).load() })
+            #expect(error.exitStatus == .dataError)
+            let faultPath = golden.folder.appendingPathComponent(fault.file).path
+            #expect(error.description.hasPrefix("\(faultPath):\(fault.line): "), "\(error)")
+            #expect(error.description.contains(reason), "\(error)")
+        case "read":
+            let before = images.mapValues { sha256(file: $0) }
+            let loaded = try TableLoader(bindings: bindings).load()
+            let map = SectorMap(top: loaded.top)
+            let outPath = scratch.file("out.bin")
+            let out = try OutputFile(path: outPath, inputs: loaded.leaves.map(\.image))
+            let report = try Compose(map: map, options: .init(onError: .zero)).run(to: out)
+            try out.commit()
+            #expect(fileSize(outPath) == spec.size_bytes)
+            #expect(sha256(file: outPath) == spec.sha256)
+            #expect(report.errors.ranges == (spec.errors ?? []).map { SectorRange(start: $0[0], length: $0[1]) })
+            #expect(images.mapValues { sha256(file: $0) } == before)
+        case "write":
+            let loaded = try TableLoader(bindings: bindings).load()
+            let payloadSectors = try #require(spec.payload?.sectors)
+            let payload = GoldenImages.path("W", sectors: payloadSectors)
+            let report = try scatterFile(SectorMap(top: loaded.top), input: payload,
+                                         .init(seek: Sector(spec.seek ?? 0), onError: .skip))
+            for (device, hash) in try #require(spec.devices_after) {
+                #expect(sha256(file: images[device]!) == hash, "\(golden): image \(device)")
+            }
+            #expect(report.skipped.ranges == (spec.write_errors ?? []).map { SectorRange(start: $0[0], length: $0[1]) })
+        default:
+            Issue.record("unknown mode \(spec.mode)")
+        }
     }
 }

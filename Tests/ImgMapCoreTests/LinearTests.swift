@@ -22,6 +22,7 @@ func pieces(_ target: any Target, offset: UInt64, count: UInt64) -> [(String, UI
         case .device(_, let token, let sector, let n): out.append((token, sector, n))
         case .zero(let n): out.append(("zero", 0, n))
         case .error(let n): out.append(("error", 0, n))
+        case .computed(_, let token, let sector, let n): out.append(("computed \(token ?? "-")", sector, n))
         }
     }
     return out

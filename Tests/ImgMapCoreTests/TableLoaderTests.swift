@@ -30,12 +30,12 @@ struct TableLoaderTests {
 
     @Test func firstSegmentMustStartAtZero() {
         #expect(loadError("8 8 zero")?.description
-            == "t.table:1: Gap in table: segment starts at 8, the previous one ends at 0 (sectors 0..<8 are unmapped)")
+            == "t.table:1: Gap in table: segment starts at 8, the previous one ends at 0 (sectors 0+8 are unmapped)")
     }
 
     @Test func gapIsRefused() {
         #expect(loadError("0 8 zero\n10 8 zero")?.description
-            == "t.table:2: Gap in table: segment starts at 10, the previous one ends at 8 (sectors 8..<10 are unmapped)")
+            == "t.table:2: Gap in table: segment starts at 10, the previous one ends at 8 (sectors 8+2 are unmapped)")
     }
 
     @Test func overlapAndDisorderAreGapsInTheTable() {

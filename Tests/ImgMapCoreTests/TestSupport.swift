@@ -117,6 +117,42 @@ enum GoldenImages {
         }
     }
 
+    /// An all-zero image (sparse), generated on first use.
+    static func zeros(sectors: UInt64, extra: UInt64 = 0) -> String {
+        let key = "zeros-\(sectors)+\(extra).img"
+        return lock.withLock {
+            if let path = cache[key] { return path }
+            let path = folder + "/" + key
+            let part = "\(path).part-\(getpid())"
+            let fd = open(part, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+            precondition(fd >= 0 && ftruncate(fd, off_t(sectors * 512 + extra)) == 0, "cannot create \(part)")
+            close(fd)
+            precondition(rename(part, path) == 0, "cannot rename \(part)")
+            cache[key] = path
+            return path
+        }
+    }
+
+    /// A gzip'd fixture unpacked (with `gzip -dc`) into the shared folder, checked against `sha256`.
+    static func unpacked(_ gz: String, sha256 expected: String?) -> String {
+        let key = "fixture-" + gz.replacingOccurrences(of: "/", with: "_")
+        return lock.withLock {
+            if let path = cache[key] { return path }
+            let path = folder + "/" + key
+            let part = "\(path).part-\(getpid())"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "gzip -dc \"$0\" > \"$1\"", gz, part]
+            try! process.run()
+            process.waitUntilExit()
+            precondition(process.terminationStatus == 0, "gzip -dc \(gz) failed")
+            if let expected { precondition(sha256(file: part) == expected, "\(gz): unpacked image has the wrong SHA-256") }
+            precondition(rename(part, path) == 0, "cannot rename \(part)")
+            cache[key] = path
+            return path
+        }
+    }
+
     /// The whole image in memory (for small expectations in tests).
     static func bytes(_ name: String, sectors: UInt64, extra: UInt64 = 0) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(sectors * 512))
@@ -201,7 +237,8 @@ func readBytes(_ path: String) -> [UInt8] { [UInt8](FileManager.default.contents
 /// Table paths are their names (`t.table`, `NAME.table`), so errors read `t.table:3: …`.
 func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String: String] = [:],
                 topPath: String = "t.table", top topName: String? = nil,
-                strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
+                strictness: TableLoader.Strictness = .openAll,
+                extraTargets: [any Target.Type] = []) throws -> TableLoader.Loaded {
     var texts: [String: [UInt8]] = [topPath: Array(top.utf8)]
     var files: [Bindings.TableFile] = []
     for (name, text) in lower {
@@ -212,6 +249,7 @@ func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String:
     let bindings = Bindings(tables: files, devices: devices.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) },
                             top: topName)
     var loader = TableLoader(bindings: bindings, strictness: strictness)
+    loader.targets += extraTargets
     loader.readTable = { path in
         guard let bytes = texts[path] else { throw IOFailure(path: path, operation: "open", errno: ENOENT, exitStatus: .noInput) }
         return bytes
@@ -252,6 +290,7 @@ func summary(_ e: Extent) -> String {
     case .data(let leaf, let offset): "\(e.start) \(e.length) data \(URL(fileURLWithPath: leaf.path).lastPathComponent) \(offset)"
     case .zero: "\(e.start) \(e.length) zero"
     case .error: "\(e.start) \(e.length) error"
+    case .computed(let source, let at): "\(e.start) \(e.length) computed \(source.describe(sector: at, count: e.length.value))"
     }
 }
 

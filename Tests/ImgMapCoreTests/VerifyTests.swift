@@ -80,7 +80,7 @@ struct VerifyTests {
         #expect(mismatches.map(\.json) == [
             "{\"kind\":\"differs\",\"start\":10,\"length\":1,\"table\":\"t.table\",\"line\":1,\"target\":\"linear\",\"device\":\"A\",\"file\":\"\(f.a)\",\"offset\":18}",
         ])
-        #expect(report.summary == "different: 1 range (1 sectors) differ")
+        #expect(report.summary == "different: 1 range (1 sector) differs")
         #expect(report.json == "{\"identical\":false,\"ranges\":1,\"sectors\":1,\"device_bytes\":73728,\"image_bytes\":73728}")
     }
 
@@ -206,7 +206,7 @@ struct VerifyTests {
         #expect(truncate(image, 50000) == 0)
         let long = try verifyImage(map, image, stream: true)
         // A stream is read one byte past the device's end, no further (an endless one must end).
-        #expect(long.report.summary == "different: 1 range (25 sectors) differ; the image is longer than the device (it goes on past byte 40960)")
+        #expect(long.report.summary == "different: 1 range (25 sectors) differs; the image is longer than the device (it goes on past byte 40960)")
         #expect(long.report.imageBytes == 40961 && long.report.imageBytesAtLeast)
     }
 
@@ -306,7 +306,7 @@ struct VerifyCommandTests {
         flipByte(image, at: 10 * 512)
         let run = try imgmap(["verify", "t.table", "--dev", "A=a.img", "--dev", "B=b.img", "out.img"], in: f.folder)
         #expect(run.status == 1)
-        #expect(run.out == "sectors 10+1 differ — t.table:1 linear A (a.img) sector 18\ndifferent: 1 range (1 sectors) differ\n")
+        #expect(run.out == "sectors 10+1 differ — t.table:1 linear A (a.img) sector 18\ndifferent: 1 range (1 sector) differs\n")
         let json = try imgmap(["verify", table] + f.devs + [image, "--json"], in: f.folder)
         #expect(json.status == 1)
         #expect(json.out == "{\"kind\":\"differs\",\"start\":10,\"length\":1,\"table\":\"\(table)\",\"line\":1,\"target\":\"linear\",\"device\":\"A\",\"file\":\"\(f.a)\",\"offset\":18}\n"

@@ -162,6 +162,7 @@ public struct Compose {
         var errors = SectorRangeList()
         var done: UInt64 = 0
         var inflateBuffer: IOBuffer?
+        let computedReader = MapReader(map: map, onError: options.onError)
         do {
             try map.forEachExtent { extent in
                 var left = extent.length.bytes
@@ -205,6 +206,14 @@ public struct Compose {
                         done += UInt64(n)
                         options.progress?.update(done)
                     }
+                case .computed:
+                    let buffer = inflateBuffer ?? IOBuffer(size: options.bufferSize)
+                    inflateBuffer = buffer
+                    try computedReader.forEachChunk(of: extent, buffer: buffer) { bytes in
+                        try out.append(bytes)
+                        done += UInt64(bytes.count)
+                        options.progress?.update(done)
+                    }
                 default:
                     if case .error = extent.source {
                         errors.append(start: extent.start.value, length: extent.length.value)
@@ -224,6 +233,7 @@ public struct Compose {
         } catch is SpliceUnsupported {
             return try composeBuffered(out, stream: true)
         }
+        errors.append(contentsOf: computedReader.errors)
         return Report(bytes: map.size.bytes, errors: errors)
     }
 
@@ -236,6 +246,7 @@ public struct Compose {
         var copier = ExtentCopier(out: out, bufferSize: options.bufferSize, detectZeros: detectZeros)
         copier.progress = options.progress
         var errors = SectorRangeList()
+        let reader = MapReader(map: map, onError: options.onError)
         try map.forEachExtent { extent in
             switch extent.source {
             case .zero:
@@ -244,9 +255,14 @@ public struct Compose {
                 errors.append(start: extent.start.value, length: extent.length.value)
             case .data(let leaf, let offset):
                 try copier.copy(from: leaf, at: offset.bytes, count: extent.length.bytes, to: extent.start.bytes)
+            case .computed:
+                // Computed bytes (decrypted, rebuilt) have no holes to find: read through the buffer, with
+                // all-zero blocks left as holes when detecting zeros.
+                try copier.copy(extent, through: reader)
             }
             options.progress?.update(extent.end.bytes)
         }
+        errors.append(contentsOf: reader.errors)
         return Report(bytes: map.size.bytes, errors: errors)
     }
 }
@@ -331,6 +347,18 @@ struct ExtentCopier {
             try writeSparse(UnsafeRawBufferPointer(slice), at: destination + done)
             done += UInt64(n)
             progress?.update(destination + done)
+        }
+    }
+
+    /// Copies a computed extent through the buffer, read with `reader`.
+    mutating func copy(_ extent: Extent, through reader: MapReader) throws {
+        let buffer = self.buffer ?? IOBuffer(size: bufferSize)
+        self.buffer = buffer
+        var at = extent.start.bytes
+        try reader.forEachChunk(of: extent, buffer: buffer) { bytes in
+            try writeSparse(bytes, at: at)
+            at += UInt64(bytes.count)
+            progress?.update(at)
         }
     }
 

@@ -14,7 +14,7 @@ public struct Manifest {
     }
 
     /// The bmap text; `path` names the device in messages.
-    public func bmap(path: String) throws -> String {
+    public func bmap(path: String, progress: Progress? = nil) throws -> String {
         let reader = MapReader(map: map, onError: onError)
         var runs: [ObjectIdentifier: DataRuns] = [:]
         return try createBmap(
@@ -25,7 +25,7 @@ public struct Manifest {
                     switch extent.source {
                     case .zero:
                         break
-                    case .error:
+                    case .error, .computed:
                         try body(start..<extent.end.bytes)
                     case .data(let leaf, let offset):
                         let key = ObjectIdentifier(leaf)
@@ -44,6 +44,6 @@ public struct Manifest {
             },
             read: { buffer, offset in
                 try reader.read(into: buffer, at: Sector(offset / sectorSize))
-            })
+            }, progress: progress)
     }
 }

@@ -17,27 +17,49 @@ public struct MapListing {
     public func write(to sink: TextSink) throws -> Int {
         var count = 0
         var out = TextBuffer()
+        var widths = Widths()
         if format == .columns {
+            // A first pass, with no I/O and no text, sizes the columns to their longest entries so long
+            // paths keep everything after them aligned.
+            map.forEachExtent { widths.fit($0) }
             out.pad("START", 12, right: true)
             out.pad("LENGTH", 12, right: true)
             out.append(" ")
-            out.pad("TARGET", 8)
-            out.pad("DEVICE", 8)
+            out.pad("TARGET", widths.target)
+            out.pad("DEVICE", widths.device)
             out.pad("OFFSET", 12, right: true)
             out.append(" ")
-            out.pad("TABLE:LINE", 18)
+            out.pad("TABLE:LINE", widths.place)
             out.append("FILE\n")
         }
         try map.forEachExtent { extent in
             count += 1
-            if format == .json { Self.json(extent, &out) } else { Self.columns(extent, &out) }
+            if format == .json { Self.json(extent, &out) } else { Self.columns(extent, widths, &out) }
             if out.isFull { try sink.write(&out) }
         }
         try sink.write(&out)
         return count
     }
 
-    static func columns(_ e: Extent, _ out: inout TextBuffer) {
+    /// Column widths: at least the header's, else the longest entry.
+    struct Widths {
+        var target = 8
+        var device = 8
+        var place = 18
+
+        mutating func fit(_ e: Extent) {
+            var targetCount = e.origin.target.utf8.count
+            if case .error = e.source, e.origin.device != nil { targetCount += "(past end)".utf8.count }
+            target = max(target, targetCount)
+            device = max(device, e.origin.device?.utf8.count ?? 1)
+            var digits = 1
+            var line = e.origin.line / 10
+            while line > 0 { digits += 1; line /= 10 }
+            place = max(place, e.origin.table.utf8.count + 1 + digits)
+        }
+    }
+
+    static func columns(_ e: Extent, _ widths: Widths, _ out: inout TextBuffer) {
         out.pad(e.start.value, 12)
         out.pad(e.length.value, 12)
         out.append(" ")
@@ -46,16 +68,20 @@ public struct MapListing {
             // Past the end of an image: the line maps onto the image, the sectors read as errors.
             target += "(past end)"
         }
-        out.pad(target, 8)
-        out.pad(e.origin.device ?? "-", 8)
+        out.pad(target, widths.target)
+        out.pad(e.origin.device ?? "-", widths.device)
         if case .data(_, let offset) = e.source { out.pad(offset.value, 12) } else { out.pad("-", 12, right: true) }
         out.append(" ")
         let placeStart = out.bytes.count
         out.append(e.origin.table)
         out.append(":")
         out.append(decimal: UInt64(e.origin.line))
-        out.spaces(max(1, 19 - (out.bytes.count - placeStart)))
-        if case .data(let leaf, _) = e.source { out.append(leaf.path) } else { out.append("-") }
+        out.spaces(max(1, widths.place + 1 - (out.bytes.count - placeStart)))
+        switch e.source {
+        case .data(let leaf, _): out.append(leaf.path)
+        case .computed(let source, let at): out.append(source.describe(sector: at, count: e.length.value))
+        default: out.append("-")
+        }
         out.append("\n")
     }
 
@@ -79,6 +105,10 @@ public struct MapListing {
         case .error:
             if let device = e.origin.device { out.append(json: device) } else { out.append("null") }
             out.append(",\"file\":null,\"offset\":null,\"error\":true")
+        case .computed(let source, let at):
+            if let device = e.origin.device { out.append(json: device) } else { out.append("null") }
+            out.append(",\"file\":null,\"offset\":null,\"computed\":")
+            out.append(json: source.describe(sector: at, count: e.length.value))
         }
         out.append(",\"table\":")
         out.append(json: e.origin.table)

@@ -9,14 +9,18 @@ public enum ProgressMode: String, Sendable, CaseIterable {
     /// A one-line display when stderr is a terminal; nothing in a pipe or file.
     case auto
     case never
-    /// `{"done":N,"total":N}` lines (bytes), for scripts.
+    /// `{"done":N,"total":N,"elapsed":S,"rate":N,"command":"compose"}` lines (bytes, seconds, bytes per
+    /// second; total null when unknown), for scripts.
     case json
 }
 
-/// Reports bytes done out of a total, at most four times a second, on fd 2.
+/// Reports bytes done out of a total, at most four times a second, on fd 2: the one progress display
+/// every long command shares (a command makes one and hands it to its engine, which calls `update`
+/// as bytes go by and `finish` at the end).
 public final class Progress {
     let mode: ProgressMode
-    let total: UInt64
+    /// nil when the size is not known in advance (input from a pipe).
+    let total: UInt64?
     let label: String
     let startTime: Double
     var lastReport: Double = 0
@@ -24,7 +28,7 @@ public final class Progress {
     var shown = false
 
     /// nil when `mode` shows nothing here (auto without a terminal, never).
-    public init?(mode: ProgressMode, total: UInt64, label: String) {
+    public init?(mode: ProgressMode, total: UInt64?, label: String) {
         if mode == .never || (mode == .auto && isatty(2) == 0) { return nil }
         self.mode = mode
         self.total = total
@@ -54,18 +58,37 @@ public final class Progress {
 
     func report(_ done: UInt64, elapsed: Double) {
         lastDone = done
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
         switch mode {
         case .json:
-            writeStderr("{\"done\":\(done),\"total\":\(total)}\n")
+            let seconds = (elapsed * 1000).rounded() / 1000
+            writeStderr("{\"done\":\(done),\"total\":\(total.map(String.init) ?? "null"),"
+                + "\"elapsed\":\(seconds),\"rate\":\(UInt64(rate)),\"command\":\"\(label)\"}\n")
         case .auto:
-            let percent = total == 0 ? 100 : Int(Double(done) * 100 / Double(total))
-            let rate = elapsed > 0 ? Double(done) / elapsed : 0
-            writeStderr("\r\(label): \(formatBytes(done)) of \(formatBytes(total)) (\(percent)%), \(formatBytes(UInt64(rate)))/s   ")
+            var line = "\r\(label): \(formatBytes(done))"
+            if let total {
+                let percent = total == 0 ? 100 : Int(Double(done) * 100 / Double(total))
+                line += " of \(formatBytes(total)) (\(percent)%)"
+            }
+            line += ", \(formatBytes(UInt64(rate)))/s, \(formatDuration(elapsed)) elapsed"
+            if let total, rate > 0, done < total {
+                line += ", \(formatDuration(Double(total - done) / rate)) left"
+            }
+            // Trailing spaces cover what a longer previous line left on the terminal.
+            writeStderr(line + "      ")
             shown = true
         case .never:
             break
         }
     }
+}
+
+/// `0:07`, `12:03`, `1:02:03`.
+public func formatDuration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    let (h, m, r) = (s / 3600, (s / 60) % 60, s % 60)
+    let two = { (n: Int) in n < 10 ? "0\(n)" : "\(n)" }
+    return h > 0 ? "\(h):\(two(m)):\(two(r))" : "\(m):\(two(r))"
 }
 
 /// `1.5 GiB`, `512 B`.

@@ -73,7 +73,7 @@ public struct Scatter {
     public func check(inputBytes: UInt64?) throws -> Range<UInt64> {
         let seek = options.seek.value
         guard seek <= map.size.value else {
-            throw PlainFailure("--seek \(seek) lies past the end of the device (\(map.size.value) sectors)", .usage)
+            throw PlainFailure("--seek \(seek) lies past the end of the device (\(counted(map.size.value, "sector")))", .usage)
         }
         guard let inputBytes else {
             try refuseReadOnly(in: seek..<map.size.value)
@@ -81,39 +81,64 @@ public struct Scatter {
         }
         let sectors = (inputBytes + sectorSize - 1) / sectorSize
         guard sectors <= map.size.value - seek else {
-            throw PlainFailure("the input (\(inputBytes) bytes, \(sectors) sectors) does not fit: the device has \(map.size.value - seek) sectors from sector \(seek)", .dataError)
+            throw PlainFailure("the input (\(counted(inputBytes, "byte")), \(counted(sectors, "sector"))) does not fit: the device has \(counted(map.size.value - seek, "sector")) from sector \(seek)", .dataError)
         }
         let range = seek..<seek + sectors
         try refuseReadOnly(in: range)
+        try map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, _, offset, count in
+            try segment.target.checkWrite(offset: offset, count: count)
+        }
         if options.onError == .fail {
             try refuseErrors(in: range, upFront: true)
         }
         return range
     }
 
-    /// A compress extent cannot be written: the image is compressed. Checked for the whole range before
-    /// anything is written (for a stream: to the end of the device, its length being unknown).
+    /// Checked for the whole range before anything is written (for a stream: to the end of the device,
+    /// its length being unknown). A compress extent cannot be written (the image is compressed), nor a computed piece whose
+    /// target cannot write offline. Computed pieces are looked through to the images under them.
     func refuseReadOnly(in range: Range<UInt64>) throws {
+        // A target that cannot be written (its own rule, not an extent's) refuses the whole write.
+        try map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, device, offset, count in
+            if let reason = segment.target.writeRefusal {
+                let start = segment.start.value + offset
+                throw PlainFailure("\(device.tablePath):\(segment.line): \(segment.target.name): sectors \(start)+\(count) of device \(device.name) cannot be written: \(reason); nothing was written", .dataError)
+            }
+        }
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
-            if case .data(let leaf, _) = extent.source, !leaf.backing.isRaw {
-                throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) are read-only: a compress target's image cannot be written; nothing was written (decompress it with `imgmap decompress` and map it with linear to write there)", .dataError)
+            let place = "sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description))"
+            if case .computed(let source, let at) = extent.source, let why = source.writeRefusal(sector: at, count: extent.length.value) {
+                throw PlainFailure("\(place) cannot be written: \(why); nothing was written", .dataError)
+            }
+            try SectorMap.descend(extent) { leafExtent in
+                if case .data(let leaf, _) = leafExtent.source, !leaf.backing.isRaw {
+                    throw PlainFailure("\(place) are read-only: a compress target's image cannot be written; nothing was written (decompress it with `imgmap decompress` and map it with linear to write there)", .dataError)
+                }
             }
         }
     }
 
+    /// An error extent fails the kernel's write with EIO, also under a computed piece.
     func refuseErrors(in range: Range<UInt64>, upFront: Bool) throws {
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
-            if case .error = extent.source {
-                throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) would fail with EIO as the kernel's write does\(upFront ? ": refused before anything was written" : "") (use --on-error skip to write the rest and list the skipped ranges)", .ioError)
+            try SectorMap.descend(extent) { leafExtent in
+                if case .error = leafExtent.source {
+                    throw PlainFailure("sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) would fail with EIO as the kernel's write does\(upFront ? ": refused before anything was written" : "") (use --on-error skip to write the rest and list the skipped ranges)", .ioError)
+                }
             }
         }
     }
 
-    /// The images written in `range`, each once.
+    /// The images written in `range`, each once, also those under computed pieces.
     public func leavesWritten(in range: Range<UInt64>) -> [LeafFile] {
         var seen = Set<ObjectIdentifier>()
         var result: [LeafFile] = []
-        map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
+        try? map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, _, _, _ in
+            for device in segment.target.devicesWrittenOnWrite {
+                for leaf in device.leaves where seen.insert(ObjectIdentifier(leaf)).inserted { result.append(leaf) }
+            }
+        }
+        map.forEachLeafExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
             if case .data(let leaf, _) = extent.source, seen.insert(ObjectIdentifier(leaf)).inserted {
                 result.append(leaf)
             }
@@ -214,6 +239,11 @@ public struct Scatter {
     func write(_ bytes: UnsafeMutableRawBufferPointer, at start: Sector, writers: [ObjectIdentifier: ImageFile],
                report: inout Report) throws {
         let end = start + Sector(UInt64(bytes.count) / sectorSize)
+        // Targets that allocate on write (snapshots) do so first; the extents below are then the new ones.
+        let io = WriteIO(writers: writers)
+        try map.forEachSegment(from: start, to: end) { segment, _, offset, count in
+            try segment.target.prepareWrite(offset: offset, count: count, io: io)
+        }
         try map.forEachExtent(from: start, to: end) { extent in
             let at = Int((extent.start - start).bytes)
             let slice = UnsafeRawBufferPointer(rebasing: bytes[at..<at + Int(extent.length.bytes)])
@@ -235,6 +265,9 @@ public struct Scatter {
                 report.dropped.append(start: extent.start.value, length: extent.length.value)
             case .error:
                 report.skipped.append(start: extent.start.value, length: extent.length.value)
+            case .computed(let source, let at):
+                try source.write(slice, at: at, io: DeviceIO(writers: writers))
+                report.written.append(start: extent.start.value, length: extent.length.value)
             }
         }
     }
@@ -243,6 +276,12 @@ public struct Scatter {
     public func plan(range: Range<UInt64>, to sink: TextSink) throws {
         var perImage: [(LeafFile, UInt64)] = []
         var index: [ObjectIdentifier: Int] = [:]
+        // Targets that allocate on write change their mapping as the write goes: say so first.
+        try map.forEachSegment(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { segment, device, offset, count in
+            let written = segment.target.devicesWrittenOnWrite
+            guard !written.isEmpty else { return }
+            try sink.write("sectors \(segment.start.value + offset)+\(count) [\(device.tablePath):\(segment.line) \(segment.target.name)]: chunks without an exception first get one in \(written.map(\.displayName).joined(separator: ", ")) (the old chunk copied there); the lines below show the mapping before the write\n")
+        }
         try map.forEachExtent(from: Sector(range.lowerBound), to: Sector(range.upperBound)) { extent in
             let what: String
             switch extent.source {
@@ -257,6 +296,8 @@ public struct Scatter {
                 what = "drop (zero target)"
             case .error:
                 what = options.onError == .skip ? "skip: EIO (error target), listed in --errors" : "refuse: EIO (error target)"
+            case .computed(let source, let at):
+                what = "write \(extent.length.bytes) bytes through \(extent.origin.target): \(source.describe(sector: at, count: extent.length.value))"
             }
             try sink.write("sectors \(extent.start.value)+\(extent.length.value): \(what)  [\(extent.origin.description)]\n")
         }

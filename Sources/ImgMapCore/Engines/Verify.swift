@@ -74,9 +74,9 @@ public struct Verify {
 
         /// `identical: …`, or what differs.
         public var summary: String {
-            if identical { return "identical: \(deviceBytes) bytes (\(deviceBytes / sectorSize) sectors)" }
+            if identical { return "identical: \(deviceBytes) bytes (\(counted(deviceBytes / sectorSize, "sector")))" }
             var parts: [String] = []
-            if ranges > 0 { parts.append("\(ranges) range\(ranges == 1 ? "" : "s") (\(sectors) sectors) differ") }
+            if ranges > 0 { parts.append("\(counted(ranges, "range")) (\(counted(sectors, "sector"))) differ\(ranges == 1 ? "s" : "")") }
             if imageBytes < deviceBytes {
                 parts.append("the image is \(deviceBytes - imageBytes) bytes shorter than the device (\(imageBytes) < \(deviceBytes))")
             } else if imageBytes > deviceBytes && imageBytesAtLeast {
@@ -105,7 +105,8 @@ public struct Verify {
     public func run(image: ImageFile, isStream: Bool, report: (Mismatch) throws -> Void) throws -> Report {
         let deviceBytes = map.size.bytes
         return try withoutActuallyEscaping(report) { report in
-            var state = State(image: image, isStream: isStream, bufferSize: options.bufferSize, emit: report)
+            var state = State(image: image, isStream: isStream, bufferSize: options.bufferSize,
+                              reader: MapReader(map: map, onError: options.onError), emit: report)
             state.progress = options.progress
             state.imageBytes = isStream ? UInt64.max : try image.byteSize()
             try map.forEachExtent { extent in
@@ -131,6 +132,8 @@ public struct Verify {
         let expected: IOBuffer
         let actual: IOBuffer
         let emit: (Mismatch) throws -> Void
+        /// Computes the expected bytes of computed extents.
+        let reader: MapReader
         var imageBytes: UInt64 = 0
         var imageRuns: DataRuns
         var sourceRuns: [ObjectIdentifier: DataRuns] = [:]
@@ -144,8 +147,9 @@ public struct Verify {
         var streamEnded = false
         var progress: Progress?
 
-        init(image: ImageFile, isStream: Bool, bufferSize: Int, emit: @escaping (Mismatch) throws -> Void) {
+        init(image: ImageFile, isStream: Bool, bufferSize: Int, reader: MapReader, emit: @escaping (Mismatch) throws -> Void) {
             self.image = image
+            self.reader = reader
             self.isStream = isStream
             self.expected = IOBuffer(size: bufferSize)
             self.actual = IOBuffer(size: bufferSize)
@@ -169,6 +173,8 @@ public struct Verify {
                         return
                     }
                     expectedHole = true
+                case .computed:
+                    expectedHole = false
                 case .data(let leaf, let offset):
                     let key = ObjectIdentifier(leaf)
                     var runs = sourceRuns[key] ?? DataRuns(leaf: leaf)
@@ -211,6 +217,8 @@ public struct Verify {
                 want.initializeMemory(as: UInt8.self, repeating: 0)
             } else if case .data(let leaf, let offset) = extent.source {
                 try MapReader.readLeaf(leaf, into: want, at: offset + Sector((pos - extent.start.bytes) / sectorSize))
+            } else if case .computed = extent.source {
+                try reader.read(into: want, at: Sector(pos / sectorSize))
             }
             let got = actual.prefix(n)
             if memcmp(want.baseAddress!, got.baseAddress!, n) == 0 {

@@ -9,6 +9,8 @@ public enum ExitStatus: Int32, Sendable {
     /// An input that cannot be opened or read as asked.
     case noInput = 66
     case cannotCreate = 73
+    /// A key or passphrase that does not open what it should (EX_NOPERM): `luks` with a wrong passphrase.
+    case noPermission = 77
     case ioError = 74
     case interrupted = 130
     case terminated = 143
@@ -65,4 +67,9 @@ import Darwin
 public func errnoDescription(_ code: Int32) -> String {
     guard let text = strerror(code) else { return "errno \(code)" }
     return String(cString: text)
+}
+
+/// `1 sector`, `2 sectors`: a count with its noun, singular only for one (`plural` for irregular nouns).
+public func counted<N: BinaryInteger>(_ n: N, _ noun: String, plural: String? = nil) -> String {
+    "\(n) \(n == 1 ? noun : plural ?? noun + "s")"
 }

@@ -75,7 +75,15 @@ public final class OutputFile {
         }
         guard fd >= 0 else {
             let directory = Self.directory(of: path)
-            let hint = code == ENOENT ? "the directory \(directory) does not exist" : nil
+            // The system's answer (EACCES, EROFS, …) is the message; ENOENT gets a hint saying which
+            // part is missing, and /proc-like directories that exist but refuse new files say ENOENT too.
+            var hint: String?
+            if code == ENOENT {
+                var st = stat()
+                hint = stat(directory, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+                    ? "the directory \(directory) exists but does not let files be created in it"
+                    : "the directory \(directory) does not exist"
+            }
             throw IOFailure(path: path, operation: "create \(temp)", errno: code, exitStatus: .cannotCreate, hint: hint)
         }
         self.kind = .regularFile

@@ -7,6 +7,8 @@ public struct Extent: Sendable {
         case zero
         /// Reading gives EIO (an `error` target, or a device area past the end of an image).
         case error
+        /// Bytes computed by `source` (decrypted, reconstructed …), from sector `at` of its own space.
+        case computed(any ComputedSource, at: UInt64)
     }
 
     public var start: Sector
@@ -42,6 +44,7 @@ extension Extent {
         switch (source, next.source) {
         case (.zero, .zero), (.error, .error): return true
         case (.data(let a, let ao), .data(let b, let bo)): return a === b && ao + length == bo
+        case (.computed(let a, let ao), .computed(let b, let bo)): return a === b && ao + length.value == bo
         default: return false
         }
     }

@@ -31,6 +31,8 @@ public final class MapReader {
     public let onError: ErrorPolicy
     /// Error ranges met so far with `.zero` (merged when read in increasing order).
     public private(set) var errors = SectorRangeList()
+    /// How computed pieces read their lower devices.
+    let io = DeviceIO()
 
     public init(map: SectorMap, onError: ErrorPolicy) {
         self.map = map
@@ -55,7 +57,47 @@ public final class MapReader {
                 }
                 slice.initializeMemory(as: UInt8.self, repeating: 0)
                 errors.append(start: extent.start.value, length: extent.length.value)
+            case .computed(let source, let at):
+                try readComputed(source, at: at, extent: extent, into: slice)
             }
+        }
+    }
+
+    /// Hands the bytes of `extent` to `body` in order, a buffer at a time (read through the map, so
+    /// computed pieces are computed and the error policy applies).
+    public func forEachChunk(of extent: Extent, buffer: IOBuffer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var pos = extent.start
+        while pos < extent.end {
+            let n = min(UInt64(buffer.count) / sectorSize, (extent.end - pos).value)
+            let slice = buffer.prefix(Int(n * sectorSize))
+            try read(into: slice, at: pos)
+            try body(UnsafeRawBufferPointer(slice))
+            pos += Sector(n)
+        }
+    }
+
+    /// Reads a computed piece. When a lower device fails with EIO somewhere under it, the piece is read
+    /// again unit by unit, so that, as with the kernel, only the units whose inputs fail are errors.
+    func readComputed(_ source: any ComputedSource, at: UInt64, extent: Extent, into slice: UnsafeMutableRawBufferPointer) throws {
+        do {
+            return try source.read(into: slice, at: at, io: io)
+        } catch is MappedReadError {}
+        let unit = max(1, source.unitSectors)
+        var sector: UInt64 = 0
+        let count = extent.length.value
+        while sector < count {
+            // Units are aligned in the source's own space.
+            let n = min(count - sector, unit - (at + sector) % unit)
+            let part = UnsafeMutableRawBufferPointer(rebasing: slice[Int(sector * sectorSize)..<Int((sector + n) * sectorSize)])
+            do {
+                try source.read(into: part, at: at + sector, io: io)
+            } catch is MappedReadError {
+                let range = SectorRange(start: extent.start.value + sector, length: n)
+                if onError == .fail { throw MappedReadError(range: range, origin: extent.origin) }
+                part.initializeMemory(as: UInt8.self, repeating: 0)
+                errors.append(start: range.start, length: range.length)
+            }
+            sector += n
         }
     }
 

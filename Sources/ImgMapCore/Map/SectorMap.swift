@@ -46,20 +46,16 @@ public struct SectorMap: Sendable {
             let n = min(end, segmentEnd) - s
             let target = segment.target
             try target.map(offset: s - segment.start.value, count: n) { piece in
-                switch piece {
-                case .device(let lower, let token, let lowerSector, let pieceCount):
+                if case .device(let lower, let token, let lowerSector, let pieceCount) = piece {
                     let here = Origin(table: device.tablePath, line: segment.line, target: target.name, device: token)
                     try resolve(lower, sector: lowerSector, count: pieceCount, position: out, origin: here, emit)
                     out += pieceCount
-                case .zero(let pieceCount):
-                    try emit(Extent(start: Sector(out), length: Sector(pieceCount), source: .zero,
-                                    origin: Origin(table: device.tablePath, line: segment.line, target: target.name)))
-                    out += pieceCount
-                case .error(let pieceCount):
-                    try emit(Extent(start: Sector(out), length: Sector(pieceCount), source: .error,
-                                    origin: Origin(table: device.tablePath, line: segment.line, target: target.name)))
-                    out += pieceCount
+                    return
                 }
+                guard let (source, token, pieceCount) = piece.extentSource else { return }
+                try emit(Extent(start: Sector(out), length: Sector(pieceCount), source: source,
+                                origin: Origin(table: device.tablePath, line: segment.line, target: target.name, device: token)))
+                out += pieceCount
             }
             s += n
             index += 1
@@ -96,5 +92,20 @@ public struct SectorMap: Sendable {
             return found.extent
         } catch {}
         return nil
+    }
+}
+
+extension MappedPiece {
+    /// What a piece that is not a device range becomes in an extent, with its lower token and length
+    /// (nil for a device range, which is resolved further). Kept out of `resolve`'s closure: a switch
+    /// there binding the computed source was miscompiled by Swift 6.3 (a trap on the error path when
+    /// an engine's closure threw).
+    var extentSource: (Extent.Source, String?, UInt64)? {
+        switch self {
+        case .zero(let count): (.zero, nil, count)
+        case .error(let count): (.error, nil, count)
+        case .computed(let source, let token, let sector, let count): (.computed(source, at: sector), token, count)
+        case .device: nil
+        }
     }
 }

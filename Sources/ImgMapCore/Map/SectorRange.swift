@@ -30,6 +30,21 @@ public struct SectorRangeList: Sendable, Equatable {
 
     public var isEmpty: Bool { ranges.isEmpty }
 
+    /// Adds ranges that may lie anywhere (met on another pass over the device), keeping the list
+    /// ordered and merged.
+    public mutating func append(contentsOf other: SectorRangeList) {
+        guard !other.isEmpty else { return }
+        let all = (ranges + other.ranges).sorted { $0.start < $1.start }
+        ranges = []
+        for range in all {
+            if let last = ranges.last, last.end >= range.start {
+                ranges[ranges.count - 1].length = max(last.end, range.end) - last.start
+            } else {
+                ranges.append(range)
+            }
+        }
+    }
+
     /// One `start length` line per range, as the golden vectors and the kernel oracle write them.
     public var text: String { ranges.map { "\($0.start) \($0.length)\n" }.joined() }
 }

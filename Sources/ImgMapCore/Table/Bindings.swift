@@ -17,6 +17,9 @@ public struct Bindings: Sendable {
     public var devices: [(token: String, target: String)]
     /// `--top NAME`: which device of a dump is the one to compose.
     public var top: String?
+    /// `--key NAME=FILE`: raw key bytes for the device NAME's table (nil: for every device without
+    /// its own), for targets that need a key the table does not hold (crypt). Read when loading.
+    public var keys: [(device: String?, path: String)] = []
 
     public init(tables: [TableFile], devices: [(token: String, target: String)] = [], top: String? = nil) {
         self.tables = tables

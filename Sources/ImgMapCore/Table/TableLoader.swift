@@ -24,6 +24,8 @@ public struct TableLoader {
     public let strictness: Strictness
     /// Reads a table file's bytes (`-` is stdin); replaceable for tests.
     public var readTable: (String) throws -> [UInt8]
+    /// The target types tables may use: imgmap's own, plus any a library user adds.
+    public var targets: [any Target.Type] = TargetRegistry.all
 
     public init(bindings: Bindings, strictness: Strictness = .openAll) {
         self.bindings = bindings
@@ -83,6 +85,8 @@ public struct TableLoader {
         /// Device names a dump defines, to choose the top one.
         var dumpNames: [String] = []
         var referenced: Set<String> = []
+        /// dm-snap's origins, for the whole set of tables.
+        let snapshots = SnapshotRegistry()
 
         init(loader: TableLoader) {
             self.loader = loader
@@ -157,9 +161,10 @@ public struct TableLoader {
                     throw TargetError("Device lookup failed")
                 }
             }
-            let context = TargetContext(
+            var context = TargetContext(
                 lookup: { token throws(TargetError) in try guarded { try self.resolve(token, from: name) } },
-                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } })
+                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } },
+                deviceName: name, suppliedKey: try suppliedKey(for: name))
             try text.forEachLine { line in
                 let fail = { (message: String, detail: String?) in
                     TableError(path: text.path, line: line.number, message: message, detail: detail)
@@ -169,16 +174,18 @@ public struct TableLoader {
                 if overflow || tableEnd > maxDeviceSectors {
                     throw fail("too large device", "the segment would end past sector \(maxDeviceSectors) (2^54 − 1), the kernel's limit")
                 }
-                guard let type = TargetRegistry.type(named: line.target) else {
+                guard let type = loader.targets.first(where: { $0.name == line.target }) else {
                     throw TableError(path: text.path, line: line.number, message: "unknown target type",
-                                     detail: "`\(line.target)`", hint: "known targets: \(TargetRegistry.all.map { $0.name }.joined(separator: ", ")); names are case-sensitive")
+                                     detail: "`\(line.target)`", hint: "known targets: \(loader.targets.map { $0.name }.joined(separator: ", ")); names are case-sensitive")
                 }
                 if line.start != end {
                     throw fail("Gap in table", line.start > end
-                        ? "segment starts at \(line.start), the previous one ends at \(end) (sectors \(end)..<\(line.start) are unmapped)"
+                        ? "segment starts at \(line.start), the previous one ends at \(end) (sectors \(end)+\(line.start - end) are unmapped)"
                         : "segment starts at \(line.start), inside or before the previous one, which ends at \(end)")
                 }
                 let target: any Target
+                context.start = Sector(line.start)
+                context.snapshots = snapshots
                 do {
                     target = try type.init(arguments: line.arguments, length: Sector(line.length), context: context)
                 } catch let error as TargetError {
@@ -195,6 +202,33 @@ public struct TableLoader {
             return device
         }
 
+        /// Key files read, by path; a key is read once however many devices use it.
+        var keysByPath: [String: SecretBytes] = [:]
+
+        /// The key `--key NAME=FILE` supplies for device `name` (or `--key FILE` for all): the file's
+        /// raw bytes, as cryptsetup's `--volume-key-file` holds them.
+        func suppliedKey(for name: String) throws -> SecretBytes? {
+            let keys = loader.bindings.keys
+            guard let path = keys.last(where: { $0.device == name })?.path ?? keys.last(where: { $0.device == nil })?.path else {
+                return nil
+            }
+            if let key = keysByPath[path] { return key }
+            var bytes: [UInt8]
+            do {
+                bytes = try readWholeFile(path)
+            } catch let failure as IOFailure {
+                throw IOFailure(path: path, operation: failure.operation, errno: failure.errno, exitStatus: .noInput,
+                                hint: "the key file (--key) cannot be read")
+            }
+            defer { SecretBytes.wipe(&bytes) }
+            guard !bytes.isEmpty else {
+                throw PlainFailure("\(path): the key file (--key) is empty; it holds the raw key bytes", .dataError)
+            }
+            let key = SecretBytes(copying: bytes)
+            keysByPath[path] = key
+            return key
+        }
+
         /// The kernel's `device_area_is_invalid`, run once the table is complete. A zero-sized device is
         /// not checked (nor is one whose size is unknown).
         func checkDeviceAreas(_ segments: [Segment], text: TableText) throws(TableError) {
@@ -209,7 +243,7 @@ public struct TableLoader {
                             path: text.path, line: segment.line, target: segment.target.name,
                             message: "too small for target",
                             detail: "\(describe(area)): start=\(area.start), len=\(area.length), dev_size=\(size)",
-                            hint: "the segment needs sectors \(area.start)..<\(area.start &+ area.length) of a \(size)-sector device")
+                            hint: "the segment needs sectors \(area.start)+\(area.length) of a \(size)-sector device")
                     }
                 }
             }

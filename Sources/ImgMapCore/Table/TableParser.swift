@@ -174,6 +174,26 @@ public enum KernelNumber {
         return any ? value : nil
     }
 
+    /// `sscanf(arg, "%u%c") == 1` in the kernel: decimal digits only, the value truncated to 32 bits
+    /// as vsscanf stores it. Used for crypt's counts.
+    public static func unsigned32Scanf(_ text: String) -> UInt32? {
+        sector(text).map { UInt32(truncatingIfNeeded: $0) }
+    }
+
+    /// `sscanf(arg, "%hu%c") == 1`: as `unsigned32Scanf`, truncated to 16 bits (`sector_size:66048`
+    /// reads as 512, as in the kernel).
+    public static func unsigned16Scanf(_ text: String) -> UInt16? {
+        sector(text).map { UInt16(truncatingIfNeeded: $0) }
+    }
+
+    /// A `%u` conversion at the start of `text` that may be followed by more: the value (truncated to
+    /// 32 bits) and what follows, or nil when `text` does not start with a digit.
+    public static func leadingUnsigned(_ text: Substring) -> (value: UInt32, rest: Substring)? {
+        let digits = text.prefix(while: { $0.isASCII && $0.isNumber })
+        guard !digits.isEmpty, let value = sector(String(digits)) else { return nil }
+        return (UInt32(truncatingIfNeeded: value), text.dropFirst(digits.count))
+    }
+
     /// `kstrtouint(arg, 10, …)`: an optional `+`, decimal digits, an optional trailing newline; nil when
     /// the value does not fit in 32 bits. Used for stripe counts and chunk sizes.
     public static func unsigned32(_ text: String) -> UInt32? {

@@ -3,10 +3,8 @@
 public enum TargetRegistry {
     public static let all: [any Target.Type] = [
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
+        SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self,
+        CryptTarget.self,
+        RaidTarget.self, MirrorTarget.self, MultipathTarget.self,
     ]
-
-    /// A scan of five names: cheaper than hashing the name, once per table line.
-    public static func type(named name: String) -> (any Target.Type)? {
-        all.first { $0.name == name }
-    }
 }

@@ -1,0 +1,4 @@
+import HelloTarget
+import ImgMapCLI
+
+IMGMap.main(extraTargets: [HelloTarget.self])

@@ -1,0 +1,284 @@
+// A thin pool's metadata device in the persistent-data format (the kernel's dm-thin-metadata.c and
+// persistent-data/dm-btree*.c), in 4 KiB blocks, all little-endian:
+//
+//   block 0   superblock: csum (crc32c of bytes 4..<4096, xor 160774), flags, blocknr (0), uuid,
+//             magic 27022010 (offset 32), version, time, transaction id, held root, the data and
+//             metadata space-map roots (128 bytes each; the data one starts with nr_blocks), the data
+//             mapping root (320), the device-details root (328), data block size (336, sectors),
+//             metadata block size (340), metadata block count (344), compat/ro/incompat flags (352…)
+//   btree     node header: csum (xor 121107), flags (1 internal, 2 leaf), blocknr, nr_entries,
+//             max_entries, value_size, padding; then max_entries LE64 keys, then the values. Internal
+//             values are child block numbers.
+//
+// The mapping tree has two levels: thin device id → root of that device's tree; virtual block →
+// (data block << 24 | time). The device-details tree maps a device id to {mapped blocks, transaction,
+// creation time, snapshot time}. A superblock that is all zeros is a new pool (the kernel formats it;
+// imgmap's readers never write).
+//
+// Every node is checked as the kernel's validators check it (location, checksum, sizes, kind), and
+// beyond: keys must ascend within the range their parent gives them, a node may be met once (a loop or
+// a shared subtree inside one tree is corruption), and every block must lie inside the metadata device.
+
+/// A refusal to read corrupt or foreign metadata: which structure, at which block, and why.
+public struct ThinMetadataError: Error, CustomStringConvertible {
+    /// The kernel's phrase for the constructor's failure.
+    public var message: String
+    public var structure: String
+    public var block: UInt64?
+    public var reason: String
+    public var exitStatus: ExitStatus = .dataError
+
+    public var description: String {
+        "\(structure)" + (block.map { " at metadata block \($0)" } ?? "") + ": \(reason)"
+    }
+}
+
+/// One thin device's entry in the device-details tree.
+public struct ThinDeviceDetails: Sendable, Equatable {
+    public var mappedBlocks: UInt64
+    public var transactionID: UInt64
+    public var creationTime: UInt32
+    public var snapshottedTime: UInt32
+}
+
+/// A thin device's block mappings as runs (virtual block, data block, length), sorted and coalesced
+/// where both sides continue: 24 bytes per run, searched by bisection. A million scattered mappings
+/// cost 24 MB; a volume written sequentially costs a few runs.
+public struct ThinMappings: Sendable {
+    public private(set) var virtualStarts: [UInt64] = []
+    public private(set) var dataStarts: [UInt64] = []
+    public private(set) var lengths: [UInt64] = []
+    /// Mapped blocks in all.
+    public private(set) var blockCount: UInt64 = 0
+
+    public init() {}
+
+    /// Appends a mapping; virtual blocks must come in ascending order (as a btree walk yields them).
+    mutating func append(virtual: UInt64, data: UInt64) {
+        blockCount += 1
+        if let last = virtualStarts.indices.last, virtualStarts[last] + lengths[last] == virtual, dataStarts[last] + lengths[last] == data {
+            lengths[last] += 1
+            return
+        }
+        virtualStarts.append(virtual)
+        dataStarts.append(data)
+        lengths.append(1)
+    }
+
+    public var runCount: Int { virtualStarts.count }
+
+    /// The index of the first run that ends after virtual block `block`.
+    public func firstRun(endingAfter block: UInt64) -> Int {
+        var lo = 0
+        var hi = virtualStarts.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if virtualStarts[mid] + lengths[mid] <= block { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The data block of virtual block `block`, if mapped.
+    public func dataBlock(for block: UInt64) -> UInt64? {
+        let i = firstRun(endingAfter: block)
+        guard i < virtualStarts.count, virtualStarts[i] <= block else { return nil }
+        return dataStarts[i] + (block - virtualStarts[i])
+    }
+}
+
+/// The pool's metadata as read by the pool's constructor: the superblock and the device-details tree.
+/// A thin device's mappings are read when a `thin` line opens it.
+public final class ThinPoolMetadata: Sendable {
+    public static let blockBytes = 4096
+    static let blockSectors: UInt64 = 8
+    public static let magic: UInt64 = 27_022_010
+    static let superblockXor: UInt32 = 160_774
+    static let btreeXor: UInt32 = 121_107
+    static let internalNode: UInt32 = 1
+    static let leafNode: UInt32 = 2
+    /// Deeper than any tree of 2^64 keys with the minimum fan-out the kernel keeps.
+    static let maxDepth = 64
+
+    public let device: Device
+    public let token: String
+    /// Whether the superblock was all zeros: a pool the kernel would format, with no thin devices.
+    public let isNew: Bool
+    public let dataBlockSize: UInt64
+    public let nrDataBlocks: UInt64
+    public let transactionID: UInt64
+    public let mappingRoot: UInt64
+    public let detailsRoot: UInt64
+    /// Blocks of the metadata device that structures may use.
+    public let metadataBlocks: UInt64
+    public let devices: [UInt64: ThinDeviceDetails]
+
+    /// Reads and checks the superblock and the device-details tree. `dataBlockSize` is the table's.
+    public init(device: Device, token: String, dataBlockSize: UInt64) throws(ThinMetadataError) {
+        self.device = device
+        self.token = token
+        let deviceBlocks = device.size.value / Self.blockSectors
+        guard deviceBlocks > 0 else {
+            throw ThinMetadataError(message: "Error creating metadata object", structure: "thin-pool metadata \(token)", block: nil,
+                                    reason: "the device holds \(device.size.value) sectors, less than one 4 KiB metadata block")
+        }
+        let sb = try Self.readBlock(device, token: token, 0, structure: "superblock")
+        if sb.allSatisfy({ $0 == 0 }) {
+            isNew = true
+            self.dataBlockSize = dataBlockSize
+            nrDataBlocks = 0
+            transactionID = 0
+            mappingRoot = 0
+            detailsRoot = 0
+            metadataBlocks = deviceBlocks
+            devices = [:]
+            return
+        }
+        isNew = false
+        let structure = "superblock of thin-pool metadata \(token)"
+        func fail(_ reason: String) -> ThinMetadataError {
+            ThinMetadataError(message: "Error creating metadata object", structure: structure, block: 0, reason: reason)
+        }
+        let magic = le64(sb, 32)
+        guard magic == Self.magic else {
+            throw fail("magic \(magic), not 27022010: not thin-pool metadata\(Self.foreignKind(sb).map { " (it looks like \($0))" } ?? "")")
+        }
+        let csum = le32(sb, 0)
+        let computed = sb.withUnsafeBytes { CRC32C.blockChecksum(UnsafeRawBufferPointer(rebasing: $0[4...]), xor: Self.superblockXor) }
+        guard csum == computed else {
+            throw fail("bad checksum: stored 0x\(PersistentSnapshotStore.hex(csum)), computed 0x\(PersistentSnapshotStore.hex(computed))")
+        }
+        guard le64(sb, 8) == 0 else { throw fail("blocknr field says \(le64(sb, 8)), not 0") }
+        let version = le32(sb, 40)
+        guard version == 1 || version == 2 else { throw fail("unsupported metadata version \(version) (1 and 2 exist)") }
+        let incompat = le32(sb, 360)
+        guard incompat == 0 else {
+            throw fail("could not access metadata due to unsupported optional features (incompat flags 0x\(PersistentSnapshotStore.hex(incompat)))")
+        }
+        let diskBlockSize = UInt64(le32(sb, 336))
+        guard diskBlockSize == dataBlockSize else {
+            throw fail("changing the data block size (from \(diskBlockSize) to \(dataBlockSize)) is not supported: the table's block size must be the metadata's")
+        }
+        let metadataBlockSize = le32(sb, 340)
+        guard metadataBlockSize == 8 else { throw fail("metadata block size \(metadataBlockSize) sectors, not 8 (4 KiB)") }
+        let declared = le64(sb, 344)
+        self.dataBlockSize = diskBlockSize
+        nrDataBlocks = le64(sb, 64)
+        transactionID = le64(sb, 48)
+        mappingRoot = le64(sb, 320)
+        detailsRoot = le64(sb, 328)
+        // Structures must lie in the blocks both the superblock and the device allow.
+        metadataBlocks = declared == 0 ? deviceBlocks : min(declared, deviceBlocks)
+        var devices: [UInt64: ThinDeviceDetails] = [:]
+        try Self.walk(device, token: token, root: detailsRoot, metadataBlocks: metadataBlocks, valueSize: 24, tree: "device-details tree") { key, values, at in
+            devices[key] = ThinDeviceDetails(mappedBlocks: le64(values, at), transactionID: le64(values, at + 8),
+                                             creationTime: le32(values, at + 16), snapshottedTime: le32(values, at + 20))
+        }
+        self.devices = devices
+    }
+
+    /// The mappings of thin device `id` (nil when the mapping tree has no such device), each data block
+    /// checked against the pool's data blocks.
+    public func mappings(of id: UInt64) throws(ThinMetadataError) -> ThinMappings? {
+        guard !isNew else { return nil }
+        var deviceRoot: UInt64?
+        try Self.walk(device, token: token, root: mappingRoot, metadataBlocks: metadataBlocks, valueSize: 8, tree: "mapping tree (top level)") { key, values, at in
+            if key == id { deviceRoot = le64(values, at) }
+        }
+        guard let deviceRoot else { return nil }
+        var mappings = ThinMappings()
+        let limit = nrDataBlocks
+        let tree = "mapping tree of thin device \(id)"
+        try Self.walk(device, token: token, root: deviceRoot, metadataBlocks: metadataBlocks, valueSize: 8, tree: tree) { (key, values, at, node) throws(ThinMetadataError) in
+            let data = le64(values, at) >> 24
+            guard data < limit else {
+                throw ThinMetadataError(message: "Couldn't open thin internal device", structure: "\(tree) of thin-pool metadata \(self.token), leaf", block: node,
+                                        reason: "virtual block \(key) maps to data block \(data), past the pool's \(limit) data blocks")
+            }
+            mappings.append(virtual: key, data: data)
+        }
+        return mappings
+    }
+
+    /// What a block that is not thin metadata looks like, for the refusal.
+    static func foreignKind(_ block: [UInt8]) -> String? {
+        if le32(block, 0) == PersistentSnapshotStore.magic { return "a snapshot COW device (magic \"SnAp\")" }
+        if le64(block, 32) == 6_142_003 || le32(block, 32) == 6_142_003 { return "dm-cache metadata" }
+        return nil
+    }
+
+    static func readBlock(_ device: Device, token: String, _ block: UInt64, structure: String) throws(ThinMetadataError) -> [UInt8] {
+        do {
+            return try device.readSectors(block * blockSectors, count: Int(blockSectors))
+        } catch {
+            throw ThinMetadataError(message: "Error creating metadata object", structure: "\(structure) of thin-pool metadata \(token)", block: block,
+                                    reason: (error as? ImgMapFailure)?.description ?? String(describing: error),
+                                    exitStatus: (error as? ImgMapFailure)?.exitStatus ?? .ioError)
+        }
+    }
+
+    static func walk(_ device: Device, token: String, root: UInt64, metadataBlocks: UInt64, valueSize: Int, tree: String,
+                     _ visit: (UInt64, [UInt8], Int) throws(ThinMetadataError) -> Void) throws(ThinMetadataError) {
+        try walk(device, token: token, root: root, metadataBlocks: metadataBlocks, valueSize: valueSize, tree: tree) { (key, values, at, _) throws(ThinMetadataError) in
+            try visit(key, values, at)
+        }
+    }
+
+    /// Visits every leaf entry of the btree at `root` in key order: (key, node bytes, value offset, leaf
+    /// block). Checks each node as the kernel's `btree_node_validator` does, plus key order, bounds and
+    /// loops. Memory: one node per level, and the set of nodes seen.
+    static func walk(_ device: Device, token: String, root: UInt64, metadataBlocks: UInt64, valueSize: Int, tree: String,
+                     _ visit: (UInt64, [UInt8], Int, UInt64) throws(ThinMetadataError) -> Void) throws(ThinMetadataError) {
+        var seen = Set<UInt64>()
+        // Keys of a subtree lie in [low, high); high nil means unbounded.
+        func node(_ block: UInt64, low: UInt64, high: UInt64?, depth: Int, parent: UInt64?) throws(ThinMetadataError) {
+            let place = parent.map { "child of node \($0)" } ?? "root"
+            func fail(_ reason: String, at: UInt64? = block) -> ThinMetadataError {
+                ThinMetadataError(message: "Error creating metadata object", structure: "\(tree) of thin-pool metadata \(token), btree node", block: at, reason: reason)
+            }
+            guard block < metadataBlocks else {
+                throw fail("\(place) points to block \(block), past the \(metadataBlocks) blocks of the metadata device", at: parent)
+            }
+            guard block != 0 else { throw fail("\(place) points to block 0, the superblock", at: parent) }
+            guard seen.insert(block).inserted else {
+                throw fail("node met twice in one tree (\(place)): the btree has a loop or shares a node with itself")
+            }
+            guard depth < maxDepth else { throw fail("deeper than \(maxDepth) levels: a loop in the btree") }
+            let bytes = try readBlock(device, token: token, block, structure: tree)
+            let csum = le32(bytes, 0)
+            let computed = bytes.withUnsafeBytes { CRC32C.blockChecksum(UnsafeRawBufferPointer(rebasing: $0[4...]), xor: btreeXor) }
+            guard csum == computed else {
+                throw fail("bad checksum: stored 0x\(PersistentSnapshotStore.hex(csum)), computed 0x\(PersistentSnapshotStore.hex(computed))")
+            }
+            guard le64(bytes, 8) == block else { throw fail("blocknr field says \(le64(bytes, 8)): the node was written elsewhere") }
+            let flags = le32(bytes, 4)
+            let count = Int(le32(bytes, 16))
+            let maxEntries = Int(le32(bytes, 20))
+            let nodeValueSize = Int(le32(bytes, 24))
+            let isInternal = flags & internalNode != 0
+            guard isInternal != (flags & leafNode != 0) else { throw fail("flags \(flags): neither an internal node nor a leaf") }
+            let expected = isInternal ? 8 : valueSize
+            guard nodeValueSize == expected else {
+                throw fail("value size \(nodeValueSize), not \(expected) for \(isInternal ? "an internal node" : "a leaf") of this tree")
+            }
+            guard 32 + (8 + nodeValueSize) * maxEntries <= blockBytes else { throw fail("max_entries \(maxEntries) too large for a 4 KiB block") }
+            guard count <= maxEntries else { throw fail("\(count) entries, more than max_entries \(maxEntries)") }
+            let valuesAt = 32 + 8 * maxEntries
+            var previous: UInt64?
+            for i in 0..<count {
+                let key = le64(bytes, 32 + 8 * i)
+                if let previous, key <= previous { throw fail("keys out of order: entry \(i) has key \(key) after \(previous)") }
+                if key < low || high.map({ key >= $0 }) == true {
+                    throw fail("entry \(i) has key \(key), outside the range \(low)..<\(high.map(String.init) ?? "∞") its parent gives it")
+                }
+                previous = key
+                if isInternal {
+                    let next: UInt64? = i + 1 < count ? le64(bytes, 32 + 8 * (i + 1)) : high
+                    try node(le64(bytes, valuesAt + 8 * i), low: key, high: next, depth: depth + 1, parent: block)
+                } else {
+                    try visit(key, bytes, valuesAt + nodeValueSize * i, block)
+                }
+            }
+        }
+        try node(root, low: 0, high: nil, depth: 0, parent: nil)
+    }
+}

@@ -1,0 +1,334 @@
+/// Activating LVM2 volume groups as `vgchange -ay` does: PVs grouped by the VG their metadata names,
+/// the copy with the highest seqno taken, PVs matched to the VG's `physical_volumes` by UUID, and
+/// each visible LV's segments as the tables lvm loads (`<vg>-<lv>`, dashes doubled): `linear` for
+/// one stripe, `striped <#stripes> <stripe_size> (<pv> <pe_start + pe × extent_size>)…`.
+extension Prober {
+    struct VolumeGroupCandidate {
+        var name: String
+        var id: String
+        var newest: LVMMetadataCopy
+        var pvs: [LVMPhysicalVolume]
+    }
+
+    func volumeGroups() -> [VolumeGroupCandidate] {
+        var byID: [String: VolumeGroupCandidate] = [:]
+        var order: [String] = []
+        for pv in physicalVolumes {
+            for copy in pv.metadata {
+                if byID[copy.vgID] == nil {
+                    order.append(copy.vgID)
+                    byID[copy.vgID] = VolumeGroupCandidate(name: copy.vgName, id: copy.vgID, newest: copy, pvs: [])
+                }
+                if copy.seqno > byID[copy.vgID]!.newest.seqno { byID[copy.vgID]!.newest = copy }
+            }
+        }
+        // A PV without metadata areas belongs to the VG whose metadata lists its UUID.
+        for id in order {
+            let listed = Set(byID[id]!.newest.root["physical_volumes"]?.sections.compactMap { $0.1["id"]?.string?.filter { $0 != "-" } } ?? [])
+            byID[id]!.pvs = physicalVolumes.filter { listed.contains($0.uuid) }
+        }
+        return order.map { byID[$0]! }
+    }
+
+    /// Activates every VG whose PVs are all present (or, once nothing else can turn up, reports the
+    /// missing ones). Returns whether any VG was activated.
+    func activateVolumeGroups() -> Bool {
+        var any = false
+        for candidate in volumeGroups() where !volumeGroupsDone.contains(candidate.id) {
+            let vg = candidate.newest.root
+            let pvSections = vg["physical_volumes"]?.sections ?? []
+            var missing: [String] = []
+            var pvByKey: [String: (LVMPhysicalVolume, UInt64)] = [:]
+            var duplicate: [String] = []
+            for (key, section) in pvSections {
+                let uuid = (section["id"]?.string ?? "").filter { $0 != "-" }
+                let matches = candidate.pvs.filter { $0.uuid == uuid }
+                if matches.count > 1 { duplicate.append("\(lvmDashed(uuid)) on \(matches.map(\.volume.name).joined(separator: ", "))") }
+                guard let pv = matches.first else { missing.append("\(key) (\(lvmDashed(uuid)))"); continue }
+                pvByKey[key] = (pv, UInt64(max(0, section["pe_start"]?.integer ?? 0)))
+            }
+            // reportIncompleteVolumeGroups says so at the end, unless asked to activate partially once
+            // nothing else can turn up.
+            if !missing.isEmpty && !(options.partial && worklist.isEmpty) { continue }
+            if !missing.isEmpty {
+                problems.append("VG \(candidate.name): PV \(missing.joined(separator: ", ")) not found: activated partially, its areas read as errors")
+            }
+            volumeGroupsDone.insert(candidate.id)
+            var report: [(String, JSONValue)] = [("name", .string(candidate.name)), ("id", .string(candidate.id)),
+                                                 ("seqno", .unsigned(candidate.newest.seqno))]
+            let extentSize = UInt64(max(0, vg["extent_size"]?.integer ?? 0))
+            report.append(("extent_size", .unsigned(extentSize)))
+            report.append(("pvs", .array(pvSections.map { key, section in
+                .object([("key", .string(key)), ("id", .string(section["id"]?.string ?? "")),
+                         ("device", pvByKey[key].map { .string($0.0.volume.name) } ?? .null),
+                         ("pe_start", .unsigned(pvByKey[key]?.1 ?? 0)), ("pe_count", .number(section["pe_count"]?.integer ?? 0))])
+            })))
+            let stale = candidate.pvs.flatMap { pv in pv.metadata.filter { $0.vgID == candidate.id && $0.seqno < candidate.newest.seqno }.map { (pv, $0) } }
+            for (pv, copy) in stale {
+                notes.append("VG \(candidate.name): \(pv.volume.name) holds older metadata (seqno \(copy.seqno) < \(candidate.newest.seqno)); the newest is used")
+            }
+            if !duplicate.isEmpty {
+                let text = "VG \(candidate.name): duplicate PV UUID \(duplicate.joined(separator: "; ")): which copy is the PV cannot be told, so no LV is activated"
+                problems.append(text)
+                report.append(("problem", .string(text)))
+                vgReports.append(.object(report))
+                any = true
+                continue
+            }
+            guard extentSize > 0 else {
+                problems.append("VG \(candidate.name): extent_size is missing or 0")
+                vgReports.append(.object(report))
+                continue
+            }
+            var activation = LVActivation(prober: self, vgName: candidate.name, extentSize: extentSize, pvByKey: pvByKey,
+                                          lvs: vg["logical_volumes"]?.sections ?? [])
+            activation.missingKeys = Set(pvSections.map(\.0).filter { pvByKey[$0] == nil })
+            report.append(("lvs", .array(activation.activateAll())))
+            vgReports.append(.object(report))
+            any = true
+        }
+        return any
+    }
+
+    func reportIncompleteVolumeGroups() {
+        for candidate in volumeGroups() where !volumeGroupsDone.contains(candidate.id) {
+            let listed = candidate.newest.root["physical_volumes"]?.sections ?? []
+            let found = Set(candidate.pvs.map(\.uuid))
+            let missing = listed.filter { !found.contains(($0.1["id"]?.string ?? "").filter { $0 != "-" }) }
+                .map { "\($0.0) (\($0.1["id"]?.string ?? "?"), last seen as \($0.1["device"]?.string ?? "?"))" }
+            problems.append("VG \(candidate.name): PV \(missing.joined(separator: ", ")) not found: its LVs are not activated")
+            vgReports.append(.object([("name", .string(candidate.name)), ("id", .string(candidate.id)),
+                                      ("seqno", .unsigned(candidate.newest.seqno)),
+                                      ("missing_pvs", .array(missing.map { .string($0) }))]))
+        }
+    }
+}
+
+/// The device-mapper name lvm gives an LV: `<vg>-<lv>` with each `-` inside the names doubled.
+public func lvmDeviceName(vg: String, lv: String) -> String {
+    func escaped(_ s: String) -> String { String(s.flatMap { $0 == "-" ? ["-", "-"] : [$0] }) }
+    return escaped(vg) + "-" + escaped(lv)
+}
+
+/// The tables of one VG's LVs as lvm 2.03 activates them. Every LV that a visible LV needs becomes a
+/// device of its own, lower ones first, named as lvm names them: `<vg>-<lv>` (dashes doubled), sub-LVs
+/// by their own names (`r1_rimage_0`, `pool_tmeta`), layers with a suffix (`-real` under a snapshot
+/// origin, `-cow` under a snapshot, `-tpool` under a thin pool's visible linear device).
+/// Segment types: striped (`linear`/`striped`), raid* (`raid`, dm-raid syntax with rmeta/rimage
+/// pairs), mirror (`mirror core|disk … handle_errors`), thin-pool, thin, snapshot (`snapshot-origin`,
+/// `snapshot … P <chunk>`).
+struct LVActivation {
+    let prober: Prober
+    let vgName: String
+    let extentSize: UInt64
+    let pvByKey: [String: (LVMPhysicalVolume, UInt64)]
+    let lvs: [(String, LVMConfig)]
+    var byName: [String: LVMConfig] = [:]
+    /// Device names already built, by layer key (`base`, `base-real`), and what probe can read of them.
+    var built: [String: String] = [:]
+    var readable: [String: ProbeVolume] = [:]
+    var building: [String] = []
+    /// Snapshot relations from the `snapshotN` LVs: origin → its snapshots, cow LV → (origin, chunk).
+    var snapshotsOf: [String: [String]] = [:]
+    var cowOf: [String: (origin: String, chunk: Int64)] = [:]
+    /// PVs of a partially activated VG that are not there: their areas become `error` segments.
+    var missingKeys: Set<String> = []
+
+    init(prober: Prober, vgName: String, extentSize: UInt64, pvByKey: [String: (LVMPhysicalVolume, UInt64)], lvs: [(String, LVMConfig)]) {
+        self.prober = prober
+        self.vgName = vgName
+        self.extentSize = extentSize
+        self.pvByKey = pvByKey
+        self.lvs = lvs
+        for (name, lv) in lvs {
+            if byName[name] == nil { byName[name] = lv }
+            for (_, segment) in lv.sections where segment["type"]?.string == "snapshot" {
+                if let origin = segment["origin"]?.string, let cow = segment["cow_store"]?.string {
+                    snapshotsOf[origin, default: []].append(cow)
+                    cowOf[cow] = (origin, segment["chunk_size"]?.integer ?? 8)
+                }
+            }
+        }
+    }
+
+    struct Failure: Error { var message: String }
+
+    func segments(_ lv: LVMConfig) -> [LVMConfig] {
+        lv.sections.filter { $0.0.hasPrefix("segment") }.map(\.1)
+    }
+
+    /// `extents` × the extent size in sectors, refused past the kernel's device size limit.
+    func sectors(_ extents: Int64?) throws -> UInt64 {
+        let (product, overflow) = UInt64(max(0, extents ?? 0)).multipliedReportingOverflow(by: extentSize)
+        guard !overflow, product <= maxDeviceSectors else { throw Failure(message: "an extent count of \(extents ?? 0) is past the largest device") }
+        return product
+    }
+
+    func size(_ name: String) throws -> UInt64 {
+        guard let lv = byName[name] else { throw Failure(message: "LV \(name) is named but not defined") }
+        var total: UInt64 = 0
+        for segment in segments(lv) { total += try sectors(segment["extent_count"]?.integer) }
+        guard total <= maxDeviceSectors else { throw Failure(message: "LV \(name) is larger than the largest device") }
+        return total
+    }
+
+    /// Activates every LV lvm would show: the visible ones, and each snapshot's cow LV (shown as the
+    /// snapshot). Returns the per-LV report.
+    mutating func activateAll() -> [JSONValue] {
+        var reports: [JSONValue] = []
+        for (name, lv) in lvs {
+            let status = lv["status"]?.strings ?? []
+            let isSnapshotRecord = segments(lv).contains { $0["type"]?.string == "snapshot" }
+            let shown = (status.contains("VISIBLE") && !isSnapshotRecord) || cowOf[name] != nil
+            var report: [(String, JSONValue)] = [("name", .string(name)), ("id", .string(lv["id"]?.string ?? "")), ("visible", .bool(shown))]
+            report.append(("segments", .array(segments(lv).map { segment in
+                .object([("type", .string(segment["type"]?.string ?? "?")),
+                         ("start", .unsigned(UInt64(max(0, segment["start_extent"]?.integer ?? 0)) &* extentSize)),
+                         ("length", .unsigned(UInt64(max(0, segment["extent_count"]?.integer ?? 0)) &* extentSize))])
+            })))
+            if shown {
+                do {
+                    let device = try self.device(name)
+                    report.append(("device", .string(device)))
+                    report.append(("size", .unsigned(try size(cowOf[name]?.origin ?? name))))
+                    if let volume = readable[name] { prober.worklist.append(volume) }
+                } catch let failure as Failure {
+                    prober.notes.append("LV \(vgName)/\(name): \(failure.message): not mapped")
+                    report.append(("mapped", false))
+                    report.append(("reason", .string(failure.message)))
+                } catch {
+                    prober.problems.append("LV \(vgName)/\(name): \(error)")
+                }
+            }
+            reports.append(.object(report))
+        }
+        return reports
+    }
+
+    /// The device of LV `name` (a layer when `layer` is given), built with everything under it.
+    mutating func device(_ name: String, layer: String? = nil) throws -> String {
+        let key = layer.map { "\(name)-\($0)" } ?? name
+        if let done = built[key] { return done }
+        if building.count > Prober.maxDepth { throw Failure(message: "LVs stacked more than \(Prober.maxDepth) deep") }
+        if building.contains(key) { throw Failure(message: "the metadata's LVs refer to each other in a loop (\((building + [key]).joined(separator: " → ")))") }
+        guard let lv = byName[name] else { throw Failure(message: "LV \(name) is named but not defined") }
+        building.append(key)
+        defer { building.removeLast() }
+        var lines: [ProbeLine] = []
+        var volume: ProbeVolume?
+        let dmName = lvmDeviceName(vg: vgName, lv: name) + (layer.map { "-\($0)" } ?? "")
+        let types = segments(lv).map { $0["type"]?.string ?? "?" }
+        if layer == nil, snapshotsOf[name] != nil {
+            let real = try device(name, layer: "real")
+            lines = [ProbeLine(start: 0, length: try size(name), target: "snapshot-origin", arguments: [real])]
+            volume = readable[key + "-real"]
+        } else if layer == nil, let (origin, chunk) = cowOf[name] {
+            let real = try device(origin, layer: "real")
+            let cow = try device(name, layer: "cow")
+            lines = [ProbeLine(start: 0, length: try size(origin), target: "snapshot", arguments: [real, cow, "P", String(chunk)])]
+        } else if layer == nil, types == ["thin-pool"] {
+            let pool = try device(name, layer: "tpool")
+            lines = [ProbeLine(start: 0, length: try size(name), target: "linear", arguments: [pool, "0"])]
+        } else if layer == "tpool" {
+            let segment = segments(lv)[0]
+            guard let meta = segment["metadata"]?.string, let data = segment["pool"]?.string else { throw Failure(message: "a thin-pool segment without metadata or pool") }
+            let metaDevice = try device(meta), dataDevice = try device(data)
+            var features: [String] = []
+            if segment["zero_new_blocks"]?.integer == 0 { features.append("skip_block_zeroing") }
+            switch segment["discards"]?.string {
+            case "ignore": features.append("ignore_discard")
+            case "nopassdown": features.append("no_discard_passdown")
+            default: break
+            }
+            lines = [ProbeLine(start: 0, length: try size(name), target: "thin-pool",
+                               arguments: [metaDevice, dataDevice, String(segment["chunk_size"]?.integer ?? 128), "0", String(features.count)] + features)]
+        } else {
+            var pieces: [(ProbeVolume, UInt64, UInt64)]? = []
+            for segment in segments(lv) {
+                let (line, piece) = try segmentLine(segment)
+                lines.append(line)
+                if let piece { pieces?.append(piece) } else { pieces = nil }
+            }
+            if let pieces, !pieces.isEmpty {
+                volume = ProbeVolume(name: dmName, size: lines.reduce(0) { $0 + $1.length } * 512, layout: .concat(pieces), counter: prober.counter)
+            }
+        }
+        let final = prober.claim(dmName)
+        prober.addDevice(final, lines)
+        built[key] = final
+        if let volume { readable[key] = volume }
+        return final
+    }
+
+    /// One segment's table line and, when probe can read it, the piece of a volume it maps.
+    mutating func segmentLine(_ segment: LVMConfig) throws -> (ProbeLine, (ProbeVolume, UInt64, UInt64)?) {
+        let type = segment["type"]?.string ?? "?"
+        let start = try sectors(segment["start_extent"]?.integer)
+        let length = try sectors(segment["extent_count"]?.integer)
+        switch type {
+        case "striped":
+            let areas = segment["stripes"]?.array ?? []
+            let count = Int(segment["stripe_count"]?.integer ?? 0)
+            guard count >= 1, count <= areas.count, areas.count == 2 * count else { throw Failure(message: "a striped segment with \(areas.count / 2) areas for \(count) stripes") }
+            var targets: [(ProbeVolume, UInt64)] = []
+            if (0..<count).contains(where: { areas[2 * $0].string.map { missingKeys.contains($0) } ?? false }) {
+                // lvm --activationmode partial maps missing areas to the error target.
+                return (ProbeLine(start: start, length: length, target: "error", arguments: []), nil)
+            }
+            for k in 0..<count {
+                guard let key = areas[2 * k].string, let pe = areas[2 * k + 1].integer, let (pv, peStart) = pvByKey[key] else {
+                    throw Failure(message: "a stripe on an unknown PV")
+                }
+                let offset = try sectors(pe)
+                guard peStart <= maxDeviceSectors - offset else { throw Failure(message: "extents past the end of \(pv.volume.name)") }
+                targets.append((pv.volume, peStart + offset))
+            }
+            if let over = targets.first(where: { ($0.1 + length / UInt64(count)) > $0.0.size / 512 }) {
+                throw Failure(message: "extents past the end of \(over.0.name)")
+            }
+            if count == 1 {
+                return (ProbeLine(start: start, length: length, target: "linear", arguments: [targets[0].0.name, String(targets[0].1)]),
+                        (targets[0].0, targets[0].1 * 512, length * 512))
+            }
+            let stripe = UInt64(max(0, segment["stripe_size"]?.integer ?? 0))
+            guard stripe > 0 else { throw Failure(message: "stripe_size 0") }
+            let zone = ProbeVolume(name: "\(vgName) segment", size: length * 512, layout: .striped(targets.map { ($0.0, $0.1 * 512) }, chunk: stripe * 512), counter: prober.counter)
+            return (ProbeLine(start: start, length: length, target: "striped",
+                              arguments: [String(count), String(stripe)] + targets.flatMap { [$0.0.name, String($0.1)] }), (zone, 0, length * 512))
+        case "mirror":
+            let areas = segment["mirrors"]?.array ?? []
+            let region = segment["region_size"]?.integer ?? 1024
+            var args: [String]
+            if let log = segment["mirror_log"]?.string { args = ["disk", "2", try device(log), String(region)] }
+            else { args = ["core", "1", String(region)] }
+            args.append(String(areas.count / 2))
+            var first: (ProbeVolume, UInt64, UInt64)?
+            for k in stride(from: 0, to: areas.count - 1, by: 2) {
+                guard let image = areas[k].string else { throw Failure(message: "a mirror area that is not an LV") }
+                let offset = try sectors(areas[k + 1].integer)
+                args += [try device(image), String(offset)]
+                if first == nil, let v = readable[image] { first = (v, offset * 512, length * 512) }
+            }
+            args += ["1", "handle_errors"]
+            return (ProbeLine(start: start, length: length, target: "mirror", arguments: args), first)
+        case "thin":
+            guard let pool = segment["thin_pool"]?.string else { throw Failure(message: "a thin segment without thin_pool") }
+            let tpool = try device(pool, layer: "tpool")
+            return (ProbeLine(start: start, length: length, target: "thin", arguments: [tpool, String(segment["device_id"]?.integer ?? 0)]), nil)
+        case let raid where raid.hasPrefix("raid"):
+            let names = segment["raids"]?.strings ?? []
+            guard names.count >= 2, names.count % 2 == 0 else { throw Failure(message: "a \(raid) segment without rmeta/rimage pairs") }
+            let dmType = ["raid5": "raid5_ls", "raid6": "raid6_zr"][raid] ?? raid
+            let region = segment["region_size"]?.integer ?? 1024
+            var args = [dmType, "3", String(segment["stripe_size"]?.integer ?? 0), "region_size", String(region), String(names.count / 2)]
+            var first: (ProbeVolume, UInt64, UInt64)?
+            for k in stride(from: 0, to: names.count, by: 2) {
+                args += [try device(names[k]), try device(names[k + 1])]
+                if first == nil, raid == "raid1", let v = readable[names[k + 1]] { first = (v, 0, length * 512) }
+            }
+            return (ProbeLine(start: start, length: length, target: "raid", arguments: args), first)
+        default:
+            throw Failure(message: "segment type \(type) is not mapped by probe")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+/// A JSON value for `probe --json`, objects keeping their key order so the report reads top-down
+/// and diffs stay small.
+public indirect enum JSONValue: Equatable, Sendable {
+    case object([(String, JSONValue)])
+    case array([JSONValue])
+    case string(String)
+    case number(Int64)
+    case unsigned(UInt64)
+    case bool(Bool)
+    case null
+
+    public static func == (a: JSONValue, b: JSONValue) -> Bool { a.text() == b.text() }
+
+    /// The value of `key` in an object.
+    public subscript(key: String) -> JSONValue? {
+        guard case .object(let pairs) = self else { return nil }
+        return pairs.first { $0.0 == key }?.1
+    }
+
+    /// Serialized with two-space indentation (`pretty`) or on one line.
+    public func text(pretty: Bool = false) -> String {
+        var out = ""
+        write(&out, pretty: pretty, indent: 0)
+        return out
+    }
+
+    private func write(_ out: inout String, pretty: Bool, indent: Int) {
+        let pad = pretty ? "\n" + String(repeating: "  ", count: indent + 1) : ""
+        let close = pretty ? "\n" + String(repeating: "  ", count: indent) : ""
+        switch self {
+        case .object(let pairs):
+            if pairs.isEmpty { out += "{}"; return }
+            out += "{"
+            for (i, (key, value)) in pairs.enumerated() {
+                if i > 0 { out += "," }
+                out += pad
+                Self.quote(key, &out)
+                out += pretty ? ": " : ":"
+                value.write(&out, pretty: pretty, indent: indent + 1)
+            }
+            out += close + "}"
+        case .array(let items):
+            if items.isEmpty { out += "[]"; return }
+            out += "["
+            for (i, value) in items.enumerated() {
+                if i > 0 { out += "," }
+                out += pad
+                value.write(&out, pretty: pretty, indent: indent + 1)
+            }
+            out += close + "]"
+        case .string(let s): Self.quote(s, &out)
+        case .number(let n): out += String(n)
+        case .unsigned(let n): out += String(n)
+        case .bool(let b): out += b ? "true" : "false"
+        case .null: out += "null"
+        }
+    }
+
+    static func quote(_ s: String, _ out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .number(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+}

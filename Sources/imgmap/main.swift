@@ -1,0 +1,3 @@
+import ImgMapCLI
+
+IMGMap.main()

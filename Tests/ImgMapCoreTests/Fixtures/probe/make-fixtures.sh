@@ -1,0 +1,37 @@
+#!/bin/sh
+# Makes the md and LVM fixtures of ProbeFixtureTests with the kernel oracle (real mdadm, lvm and
+# kernel in a guest), then keeps the member images gzip'd with the kernel's results.
+# Usage: make-fixtures.sh WORKDIR   (from this directory; needs /work/shared/oracle/dm-oracle)
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+work=${1:?WORKDIR}
+oracle=${ORACLE:-/work/shared/oracle/dm-oracle}
+mkdir -p "$work"
+python3 "$here/make-pattern.py" "$work/pattern.bin"
+md_disks=""
+for d in r0a r0b r1a r1b lna lnb v09a v09b v10a v10b v11a v11b stla stlb stlc; do md_disks="$md_disks --blank $d=8M"; done
+"$oracle" --timeout 300 -q --guest-script "$here/md-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --guest-file pattern.bin="$work/pattern.bin" $md_disks --out-dir "$work/md"
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --guest-file pattern.bin="$work/pattern.bin" --blank pva=16M --blank pvb=16M --blank mda=16M --blank mdb=16M \
+    --out-dir "$work/lvm"
+# nas: four disks with one GPT partition each (sgdisk on the host), RAID5 + LVM made in the guest.
+for d in nas1 nas2 nas3 nas4; do
+    rm -f "$work/$d.img"; truncate -s 24M "$work/$d.img"
+    printf x | dd of="$work/$d.img" conv=notrunc 2>/dev/null   # sgdisk -o wants a file that is not all zeros
+    sgdisk -o -n 1:2048:0 -t 1:fd00 -c 1:nas "$work/$d.img" >/dev/null
+done
+"$oracle" --timeout 300 -q --guest-script "$here/nas-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --guest-file pattern.bin="$work/pattern.bin" --dev nas1="$work/nas1.img" --dev nas2="$work/nas2.img" \
+    --dev nas3="$work/nas3.img" --dev nas4="$work/nas4.img" --out-dir "$work/nas"
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-types-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --blank tpa=16M --blank tpb=16M --out-dir "$work/lvm-types"
+for set in md lvm nas lvm-types; do
+    mkdir -p "$here/$set"
+    for img in "$work/$set"/*.img; do gzip -9n < "$img" > "$here/$set/$(basename "$img").gz"; done
+    rm -rf "$here/$set/results"; cp -r "$work/$set/results" "$here/$set/results"
+    cp "$work/$set/final-examine.txt" "$here/$set/" 2>/dev/null || true
+    # major:minor of each disk in the guest, to read the kernel's `dmsetup table` with.
+    python3 -c "import json,sys; [print(v['major_minor'], k + '.img') for k, v in json.load(open(sys.argv[1]))['disks'].items()]" \
+        "$work/$set/report.json" > "$here/$set/disks.txt"
+done

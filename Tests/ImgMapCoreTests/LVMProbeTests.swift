@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+
+@testable import ImgMapCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// LVM2 volume groups made by the real lvm 2.03.16 (Fixtures/probe/lvm, made by make-fixtures.sh through
+// the kernel oracle): vg0 on two PVs (striped, a linear LV with a dash in its name, a linear LV over both
+// PVs), nas-vg on an md RAID1. probe's LV tables must be the kernel's `dmsetup table` (its major:minor
+// numbers read through disks.txt) and compose to the bytes the kernel presented as /dev/VG/LV.
+
+@Suite struct LVMProbeTests {
+    /// The kernel's `dmsetup table` with guest device numbers replaced by the dump's names.
+    func kernelTable() -> [String] {
+        var names: [String: String] = ["9:0": "nas"]  // /dev/md0, the array the nas-vg PV is on
+        let disks = (try? String(contentsOf: probeFixturesURL.appendingPathComponent("lvm/disks.txt"), encoding: .utf8)) ?? ""
+        for line in disks.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            names[String(f[0])] = String(f[1])
+        }
+        return kernelResult("lvm", "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
+            line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
+        }
+    }
+
+    /// The dump's lines of LV devices (not the md array), sorted as `dmsetup table` sorts (by name).
+    func lvLines(_ result: ProbeResult, _ dir: TemporaryDirectory) -> [String] {
+        dumpLines(result, dir).filter { !$0.hasPrefix("nas:") }.sorted()
+    }
+
+    @Test func lvmVolumeGroupsBecomeTheKernelsTablesAndBytes() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let result = try probe(images.values.sorted())
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(lvLines(result, dir) == kernelTable())
+        #expect(kernelTable().count == 5)
+        for (device, tag) in [("vg0-str", "vg0_str"), ("vg0-my--data", "vg0_my-data"), ("vg0-root", "vg0_root"),
+                              ("nas--vg-data", "nas-vg_data"), ("nas", "md-nas")] {
+            #expect(try composedDigest(result.dump, top: device) == kernelResult("lvm", "\(tag).sha256"), "\(device)")
+        }
+        // Lower devices first: the md array before the LV on it.
+        let names = result.devices.map(\.name)
+        #expect(names.firstIndex(of: "nas")! < names.firstIndex(of: "nas--vg-data")!)
+    }
+
+    @Test func lvNamesDoubleTheirDashes() {
+        #expect(lvmDeviceName(vg: "nas-vg", lv: "my-data") == "nas--vg-my--data")
+        #expect(lvmDeviceName(vg: "vg0", lv: "root") == "vg0-root")
+    }
+
+    @Test func aCorruptLabelIsReportedAndItsVolumeGroupNotActivated() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        patch(images["pvb"]!, at: 512 + 40, [0x21])  // a character of the PV UUID in the label sector
+        let result = try probe([images["pva"]!, images["pvb"]!])
+        #expect(result.devices.isEmpty)
+        let first = (result.problems.first ?? "").replacingOccurrences(of: "0x[0-9a-f]{8}", with: "0x…", options: .regularExpression)
+        #expect(first == "\(images["pvb"]!): LVM label in sector 1: CRC mismatch (stored 0x…, computed 0x…)")
+        #expect(result.problems.last?.hasPrefix("VG vg0: PV pv1 (") == true)
+        #expect(result.problems.last?.hasSuffix("not found: its LVs are not activated") == true)
+    }
+
+    @Test func metadataTextFailingItsChecksumIsReported() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let path = images["pva"]!
+        let header = readRange(path, at: 4096, count: 512)
+        patch(path, at: 4096 + header.le64(40) + 10, [0x7a])
+        let result = try probe([path])
+        #expect(result.problems.first?.contains("LVM metadata area at byte 4096: metadata text at \(header.le64(40))+\(header.le64(48)) fails its checksum") == true)
+    }
+
+    @Test func duplicatePVUUIDsActivateNothingAndSaySo() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let copy = dir.file("pva-copy.img")
+        #expect(try shell("cp '\(images["pva"]!)' '\(copy)'") == 0)
+        let result = try probe([images["pva"]!, images["pvb"]!, copy])
+        #expect(result.devices.isEmpty)
+        #expect(result.problems.count == 1)
+        #expect(result.problems.first?.hasPrefix("VG vg0: duplicate PV UUID fMQbpg-icj3-RMx9-MqwK-HzTY-kNOG-J4cTEc on \(images["pva"]!), \(copy)") == true)
+    }
+
+    @Test func aMissingPVIsReportedWithWhereItWasLastSeen() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let result = try probe([images["pva"]!])
+        #expect(result.devices.isEmpty)
+        #expect(result.problems == ["VG vg0: PV pv1 (Qg69te-cerh-3ZsL-Szeo-phms-MjAR-50UM8K, last seen as /dev/vdb) not found: its LVs are not activated"])
+    }
+
+    /// Rewrites the metadata area header of the PV at `path` to point at `text` placed at `offset`
+    /// (relative to the area, wrapping as the circular buffer does), with fresh checksums.
+    func relocate(_ path: String, text: [UInt8], to offset: UInt64) {
+        let mda: UInt64 = 4096
+        var header = readRange(path, at: mda, count: 512)
+        let areaSize = header.le64(32)
+        let first = Int(min(UInt64(text.count), areaSize - offset))
+        patch(path, at: mda + offset, Array(text[..<first]))
+        if first < text.count { patch(path, at: mda + 512, Array(text[first...])) }
+        func put(_ at: Int, _ v: UInt64, _ n: Int) { for k in 0..<n { header[at + k] = UInt8(truncatingIfNeeded: v >> (8 * k)) } }
+        put(40, offset, 8)
+        put(48, UInt64(text.count), 8)
+        put(56, UInt64(lvmCRC(text, 0..<text.count)), 4)
+        put(0, UInt64(lvmCRC(header, 4..<512)), 4)
+        patch(path, at: mda, header)
+    }
+
+    func currentText(_ path: String) -> [UInt8] {
+        let header = readRange(path, at: 4096, count: 512)
+        return readRange(path, at: 4096 + header.le64(40), count: Int(header.le64(48)))
+    }
+
+    @Test func metadataWrappingRoundTheCircularBufferIsReadWhole() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let good = try probe([images["pva"]!, images["pvb"]!]).dump
+        let text = currentText(images["pva"]!)
+        let areaSize = readRange(images["pva"]!, at: 4096, count: 512).le64(32)
+        relocate(images["pva"]!, text: text, to: areaSize - UInt64(text.count / 2))
+        let result = try probe([images["pva"]!, images["pvb"]!])
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.dump == good)
+    }
+
+    @Test func theNewestSeqnoAcrossPVsWins() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        // pvb's area gets an older text: seqno 1, without the LV `root`.
+        var text = String(decoding: currentText(images["pvb"]!), as: UTF8.self)
+        let seqno = try #require(text.components(separatedBy: "seqno = ").dropFirst().first?.prefix { $0.isNumber })
+        text = text.replacingOccurrences(of: "seqno = \(seqno)\n", with: "seqno = 1\n")
+            .replacingOccurrences(of: "\nroot {", with: "\nroot_gone_in_old {")
+        relocate(images["pvb"]!, text: Array(text.utf8), to: 512)
+        let result = try probe([images["pva"]!, images["pvb"]!])
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.devices.map(\.name) == ["vg0-str", "vg0-my--data", "vg0-root"])
+        #expect(result.notes == ["VG vg0: \(images["pvb"]!) holds older metadata (seqno 1 < \(seqno)); the newest is used"])
+    }
+
+    // MARK: - The text format
+
+    @Test func metadataTextParsesSectionsArraysStringsAndComments() throws {
+        let text = """
+            # comment
+            vg {
+            id = "a-b"
+            seqno = 7
+            status = ["READ", "WRITE"] # trailing
+            name = "quote \\" and backslash \\\\"
+            f = 1.5
+            neg = -3
+            sub { x = 1 }
+            }
+            """
+        let root = try LVMConfig.parse(Array(text.utf8))
+        let vg = try #require(root["vg"])
+        #expect(vg["id"]?.string == "a-b")
+        #expect(vg["seqno"]?.integer == 7)
+        #expect(vg["status"]?.strings == ["READ", "WRITE"])
+        #expect(vg["name"]?.string == "quote \" and backslash \\")
+        #expect(vg["neg"]?.integer == -3)
+        #expect(vg["sub"]?["x"]?.integer == 1)
+    }
+
+    @Test func malformedMetadataTextNamesTheLine() {
+        for (text, line, message) in [("vg {\nid = \n}", 3, "expected a value"), ("vg {\n x = [1, 2\n", 3, "unterminated array"),
+                                      ("vg {\n", 2, "unexpected end of text inside a section"), ("}", 1, "unexpected `}`"),
+                                      (String(repeating: "a {", count: 100), 1, "sections nested deeper than 64")] {
+            do {
+                _ = try LVMConfig.parse(Array(text.utf8))
+                Issue.record("parsed: \(text)")
+            } catch let error as LVMConfig.ParseError {
+                #expect(error.line == line, "\(text)")
+                #expect(error.message == message, "\(text)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+    }
+}
+
+// raid1, mirror, thin-pool + thin and snapshot LVs made by the real lvm (Fixtures/probe/lvm-types):
+// probe's tables, sub-LVs and layers included, are the kernel's `dmsetup table` line for line (its
+// device numbers read through dmsetup info and disks.txt). Their targets are not composed here.
+@Suite struct LVMTypesProbeTests {
+    @Test func raidMirrorThinAndSnapshotLVsBecomeTheKernelsTables() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm-types", into: dir)
+        let result = try probe(images.values.sorted())
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        var names: [String: String] = [:]
+        for line in kernelResult("lvm-types", "lvm-dmsetup-info.txt").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ")
+            names["\(f[1]):\(f[2])"] = String(f[0])
+        }
+        let disks = (try? String(contentsOf: probeFixturesURL.appendingPathComponent("lvm-types/disks.txt"), encoding: .utf8)) ?? ""
+        for line in disks.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            names[String(f[0])] = String(f[1])
+        }
+        let kernel = kernelResult("lvm-types", "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
+            line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
+        }
+        #expect(dumpLines(result, dir).sorted() == kernel.sorted())
+        #expect(kernel.count == 17)
+        // Lower devices first, so the dump loads in order.
+        let order = result.devices.map(\.name)
+        for (lower, upper) in [("vgt-r1_rimage_0", "vgt-r1"), ("vgt-pool-tpool", "vgt-thin"), ("vgt-base-real", "vgt-snap"), ("vgt-snap-cow", "vgt-snap")] {
+            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
+        }
+    }
+}
+
+@Suite struct LVMPartialProbeTests {
+    @Test func partialActivationMapsTheMissingPVsAreasAsErrors() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let result = try probe([images["pva"]!], partial: true)
+        // vg0-str stripes over both PVs and vg0-root has a segment on each: what was on pvb is `error`.
+        #expect(dumpLines(result, dir) == [
+            "vg0-str: 0 8192 error",
+            "vg0-my--data: 0 4096 linear pva.img 6144",
+            "vg0-root: 0 26624 error",
+            "vg0-root: 26624 22528 linear pva.img 10240",
+        ])
+        #expect(result.problems == ["VG vg0: PV pv1 (Qg69te-cerh-3ZsL-Szeo-phms-MjAR-50UM8K) not found: activated partially, its areas read as errors"])
+        #expect(try composedDigest(result.dump, top: "vg0-my--data") == kernelResult("lvm", "vg0_my-data.sha256"))
+    }
+}
