@@ -249,6 +249,6 @@ struct TableParserTests {
 
     @Test func unknownTargetNamesTheKnownOnes() {
         #expect(loadError("0 8 Linear A 0")?.description
-            == "t.table:1: unknown target type: `Linear` (known targets: linear, striped, zero, error, compress, snapshot-origin, snapshot, snapshot-merge, thin-pool, thin, crypt; names are case-sensitive)")
+            == "t.table:1: unknown target type: `Linear` (known targets: linear, striped, zero, error, compress, snapshot-origin, snapshot, snapshot-merge, thin-pool, thin, crypt, raid, mirror, multipath; names are case-sensitive)")
     }
 }
