@@ -190,3 +190,26 @@ struct LUKSTests {
         #expect(merged.withBytes { Array($0) } == material)
     }
 }
+
+/// The sample LUKS2 volume opens with its passphrase file and composes to the plaintext that
+/// Samples/SHA256SUMS records (`# luks SHA256 BYTES IMAGE PASSPHRASE`).
+@Test func sampleLUKS2VolumeComposesToItsRecordedPlaintext() throws {
+    let root = packageRootURL.path
+    let sums = try String(contentsOfFile: root + "/Samples/SHA256SUMS", encoding: .utf8)
+    let line = try #require(sums.split(separator: "\n").first { $0.hasPrefix("# luks ") })
+    let fields = line.split(separator: " ").map(String.init)
+    let image = try ImageFile(openForReading: root + "/" + fields[4])
+    var pass = try readWholeFile(root + "/" + fields[5])
+    if pass.last == UInt8(ascii: "\n") { pass.removeLast() }
+    let volume = try LUKSVolume.load(image: image)
+    #expect(volume.version == 2 && volume.warnings.isEmpty)
+    let (key, _) = try volume.unlock(image: image, passphrase: SecretBytes(copying: pass))
+    let folder = TemporaryDirectory()
+    let table = folder.write("luks.table", try volume.tableLine(device: image.path, deviceSectors: try image.byteSize() / 512, key: key, showKey: true) + "\n")
+    let loaded = try TableLoader(bindings: Bindings(tables: [.init(name: nil, path: table)])).load()
+    let out = try OutputFile(path: folder.file("plain.img"), inputs: loaded.leaves.map(\.image))
+    _ = try Compose(map: SectorMap(top: loaded.top), options: .init()).run(to: out)
+    try out.commit()
+    #expect(fileSize(folder.file("plain.img")) == UInt64(fields[3]))
+    #expect(sha256(file: folder.file("plain.img")) == fields[2])
+}
