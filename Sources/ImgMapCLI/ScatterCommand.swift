@@ -52,6 +52,12 @@ struct ScatterCommand: ParsableCommand {
     @Option(help: "Progress on stderr: auto (a line on a terminal), never, or json lines.")
     var progress: ProgressMode = .auto
 
+    func validate() throws {
+        if input == "-" && ([tables.table] + tables.devices.lowerTables.map { $0.split(separator: "=", maxSplits: 1).last.map(String.init) ?? "" }).contains("-") {
+            throw ValidationError("the table and INPUT cannot both come from stdin (`-`)")
+        }
+    }
+
     func run() throws {
         var loaded = try tables.load(create ? .lenient : .openAll)
         var planned: [String: Sector] = [:]
