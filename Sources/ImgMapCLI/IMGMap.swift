@@ -21,6 +21,13 @@ public struct IMGMap: ParsableCommand {
             stacked devices come from --table NAME=FILE. What compose writes is byte-identical to what \
             the kernel presents as /dev/mapper/NAME.
 
+            A table file may also be what a machine printed: `dmsetup table` (NAME: lines; `NAME:` alone \
+            is a device with no table), `dmsetup table -v`, `kpartx -l` or `kpartx -av`. Only the devices \
+            the top device uses are loaded. Bind disk numbers with --dev 8:2=disk.img and dm devices with \
+            --dev 253:1=@NAME or --dmsetup-ls FILE; an image copied from /dev/mapper/NAME stands in for a \
+            device imgmap cannot build: --dev 253:3=that.img. A binding no loaded table uses, or a name \
+            bound twice, is a usage error.
+
             EXAMPLES:
               imgmap compose disk.table -o disk.img
               imgmap compose raid.table --dev m0=a.img -o - | zstd > raid.zst
@@ -29,6 +36,7 @@ public struct IMGMap: ParsableCommand {
               dmsetup table | imgmap check - --dev 8:16=disk.img
               imgmap compose vm.table --table pool=pool.table --dev meta=tmeta.img --dev data=tdata.img -o vm.img
               imgmap probe nas*.img > layout.txt && imgmap compose layout.txt --top vg0-data -o data.img
+              imgmap compose dump.txt --top vg-home --dev 8:2=sda2.img --dev 253:3=home.img -o home.img
 
             EXIT STATUS:
               0        success
