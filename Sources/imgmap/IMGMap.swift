@@ -36,7 +36,7 @@ struct IMGMap: ParsableCommand {
               141      stdout closed early (e.g. `| head`)
             """,
         version: "0.1.0",
-        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, CompressCommand.self, DecompressCommand.self]
+        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, ServeCommand.self, CompressCommand.self, DecompressCommand.self]
     )
 
     static func main() {
