@@ -50,7 +50,7 @@ public struct IMGMap: ParsableCommand {
               141      stdout closed early (e.g. `| head`)
             """,
         version: "0.1.0",
-        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, ProbeCommand.self, LuksCommand.self, CompressCommand.self, DecompressCommand.self]
+        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, ServeCommand.self, ProbeCommand.self, LuksCommand.self, CompressCommand.self, DecompressCommand.self]
     )
 
     /// Parses the command line and runs the command; never returns. `extraTargets` are usable in every
