@@ -48,13 +48,16 @@ public struct SectorMap: Sendable {
     /// What is still to do in a walk: a range of a device to resolve (`count` sectors of `device` from
     /// `sector`, at `position` of the top), or an extent a target produced, to emit in its turn.
     enum Pending {
-        case range(Device, sector: UInt64, count: UInt64, position: UInt64, origin: Origin)
+        /// `step`: how many sectors the next `map` call of this range is given (see `sectorsPerStep`).
+        case range(Device, sector: UInt64, count: UInt64, position: UInt64, origin: Origin, step: UInt64 = SectorMap.sectorsPerStep)
         case extent(Extent)
     }
 
     /// Sectors given to one `map` call; the rest of the range is left on the stack for later, so that
     /// the stack holds at most this many pieces per layer however small a striped chunk is. (Stopping a
-    /// `map` call by throwing from its closure was miscompiled by Swift 6.3 on the error path.)
+    /// `map` call by throwing from its closure was miscompiled by Swift 6.3 on the error path.) A call
+    /// that gave one piece doubles the step for the rest of its range, so a huge linear or zero segment
+    /// (2^54 sectors) takes a few dozen calls, not 2^38.
     static let sectorsPerStep: UInt64 = 1 << 16
 
     /// The walk down the layers with a stack of its own instead of recursion, so that a chain of
@@ -65,7 +68,7 @@ public struct SectorMap: Sendable {
         var stack: [Pending] = [.range(device, sector: sector, count: count, position: position, origin: origin)]
         var pieces: [Pending] = []
         while let item = stack.popLast() {
-            guard case .range(let device, let sector, let count, let position, let origin) = item else {
+            guard case .range(let device, let sector, let count, let position, let origin, let step) = item else {
                 if case .extent(let extent) = item { try emit(extent) }
                 continue
             }
@@ -89,7 +92,7 @@ public struct SectorMap: Sendable {
                     continue
                 }
                 let segment = mapped.segments[mapped.segmentIndex(containing: sector)]
-                let n = min(count, segment.start.value + segment.length.value - sector, sectorsPerStep)
+                let n = min(count, segment.start.value + segment.length.value - sector, step)
                 let target = segment.target
                 pieces.removeAll(keepingCapacity: true)
                 var out = position
@@ -107,7 +110,8 @@ public struct SectorMap: Sendable {
                 }
                 let covered = out - position
                 if count > covered {
-                    stack.append(.range(device, sector: sector + covered, count: count - covered, position: out, origin: origin))
+                    let next = pieces.count <= 1 && step < UInt64.max / 2 ? step * 2 : sectorsPerStep
+                    stack.append(.range(device, sector: sector + covered, count: count - covered, position: out, origin: origin, step: next))
                 }
                 stack.append(contentsOf: pieces.reversed())
             }
