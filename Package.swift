@@ -20,10 +20,13 @@ let package = Package(
         // Linux calls that Swift's Glibc module hides (_GNU_SOURCE): copy_file_range, SEEK_DATA/HOLE, …
         .target(name: "CSupport", linkerSettings: [.linkedLibrary("dl")]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // crypt and LUKS: AES-XTS/CBC and PBKDF2 from OpenSSL's libcrypto, Argon2 from libargon2.
+        .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CArgon2", providers: [.apt(["libargon2-dev"])]),
         .target(
             name: "ImgMapCore",
             dependencies: [
-                "CSupport", "CZlib",
+                "CSupport", "CZlib", "CCrypto", "CArgon2",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]

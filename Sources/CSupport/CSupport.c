@@ -37,7 +37,7 @@ int64_t imgmap_vmsplice(int pipe_out, const void *buffer, uint64_t len) {
     return vmsplice(pipe_out, &iov, 1, 0);
 }
 
-// Temporary outputs removed on SIGINT/SIGTERM/SIGHUP. The handler may only make async-signal-safe
+// Temporary outputs removed on a signal that ends the process. The handler may only make async-signal-safe
 // calls (unlink, _exit), so the paths live in fixed slots: a slot's path is written before the slot is
 // marked used, and a used slot is never rewritten, so the handler never sees half a path.
 #include <signal.h>
@@ -55,18 +55,27 @@ static void imgmap_remove_temporaries_and_exit(int sig) {
     _exit(128 + sig);
 }
 
+// Every signal whose default action ends the process, except those that report a fault of the
+// process itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS), which are left to the runtime's crash
+// report. SIGPIPE and SIGXFSZ are ignored by the CLI (write errors instead); a signal already ignored
+// stays ignored. The real-time signals end the process too by default.
 int imgmap_install_cleanup_handlers(void) {
-    const int signals[] = {SIGINT, SIGTERM, SIGHUP};
-    for (unsigned i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+    int signals[64];
+    unsigned count = 0;
+    const int fixed[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
+                         SIGXCPU, SIGXFSZ, SIGPIPE, SIGIO, SIGPWR, SIGSTKFLT};
+    for (unsigned i = 0; i < sizeof fixed / sizeof fixed[0]; i++) signals[count++] = fixed[i];
+    for (int s = SIGRTMIN; s <= SIGRTMAX && count < sizeof signals / sizeof signals[0]; s++) signals[count++] = s;
+    for (unsigned i = 0; i < count; i++) {
         struct sigaction old;
-        if (sigaction(signals[i], NULL, &old) != 0) return -1;
+        if (sigaction(signals[i], NULL, &old) != 0) continue;
         // Ignored by whoever started us (nohup, a background job of a non-interactive shell): keep it so.
         if (old.sa_handler == SIG_IGN) continue;
         struct sigaction action;
         memset(&action, 0, sizeof action);
         action.sa_handler = imgmap_remove_temporaries_and_exit;
         sigfillset(&action.sa_mask);
-        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+        (void)sigaction(signals[i], &action, NULL);
     }
     return 0;
 }

@@ -6,9 +6,10 @@ struct CheckCommand: ParsableCommand {
         commandName: "check",
         abstract: "Check tables as the kernel would load them; print the device size.",
         discussion: """
-            Runs the kernel's checks (format, contiguity, target arguments, size limit) and, for every image \
-            that can be opened, that each device area fits its device. Without any --dev, images that cannot \
-            be opened are not size-checked (a note says which). Exit 0 when the kernel would accept the \
+            Runs the kernel's checks (format, contiguity, target arguments, size limit) and that each device \
+            area fits its device. An image a table names that does not exist is an error (66); a bare device \
+            number of a `dmsetup table` dump (8:16) with no image bound is checked by the kernel's rules with \
+            its sizes unchecked (a note says which). Exit 0 when the kernel would accept the \
             tables, 65 with the first refusal (FILE:LINE: target: reason) otherwise.
 
             EXAMPLES:
@@ -22,10 +23,10 @@ struct CheckCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let loaded = try tables.load(tables.devices.bindsImages ? .openAll : .lenient)
+        let loaded = try tables.load(.deviceNumbersUnchecked)
         let top = loaded.top
         for token in loaded.unopened {
-            writeStderr("imgmap: note: \(token): no such image here, so its size was not checked (bind it with --dev \(token)=PATH)\n")
+            writeStderr("imgmap: note: \(token): a device number with no image bound, so the kernel's rules were checked but not the sizes on it (bind it with --dev \(token)=IMAGE)\n")
         }
         let segments = loaded.devices.values.reduce(0) { $0 + $1.segments.count }
         if json {

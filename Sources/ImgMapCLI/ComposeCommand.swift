@@ -34,10 +34,10 @@ struct ComposeCommand: ParsableCommand {
     @Option(help: "Holes in a file output: always (zero extents, image holes and all-zero 4 KiB blocks), auto (zero extents and image holes only; data copied with copy_file_range, reflinks where possible), never.")
     var sparse: Compose.Sparse = .always
 
-    @Option(help: "Hash the composed image while writing it and print `DIGEST  OUT` (stderr when OUT is stdout).")
+    @Option(help: "Hash the device's bytes while writing them and print `DIGEST  OUT` (stderr when OUT is stdout). With --compress the hash is still of the uncompressed device, so the line names `-`: check it with `imgmap decompress OUT -o - | sha256sum -c FILE`.")
     var digest: DigestAlgorithm?
 
-    @Option(help: ArgumentHelp("Also write the digest line to FILE (sha256sum -c format).", valueName: "FILE"))
+    @Option(help: ArgumentHelp("Also write the digest line to FILE (sha256sum -c format; see --digest for the name it gives).", valueName: "FILE"))
     var digestFile: String?
 
     @OptionGroup var compression: CompressionOptions
@@ -60,6 +60,8 @@ struct ComposeCommand: ParsableCommand {
 
     func run() throws {
         try force.refuseTerminal(output)
+        try OutputFile.refuseSameFile([("-o", output)] + [("--digest-file", digestFile), ("--index", compression.index), ("--errors", errors)]
+            .compactMap { option, path in path.map { (option, $0) } })
         let loaded = try tables.load()
         let map = SectorMap(top: loaded.top)
         let inputs = try inputFiles(loaded, extra: [tables.devices.dmsetupLs])
@@ -80,7 +82,9 @@ struct ComposeCommand: ParsableCommand {
             }
             try out.commit()
             if let hex = report.digest {
-                let line = "\(hex)  \(output == "-" ? "-" : output)\n"
+                // The name must be what was hashed, or `sha256sum -c` fails: a BGZF file's bytes are not the
+                // device's, so its line names standard input, fed by `imgmap decompress OUT -o -`.
+                let line = "\(hex)  \(output == "-" || compress ? "-" : output)\n"
                 if output == "-" { writeStderr(line) } else { print(line, terminator: "") }
                 if let digestOut { try writeText(line, to: digestOut) }
             }

@@ -29,7 +29,9 @@ struct CompressionOptions: ParsableArguments {
 
     func validate() throws {
         if let level, !(0...9).contains(level) { throw ValidationError("--level \(level): give 0 to 9") }
-        if let threads, threads < 1 { throw ValidationError("--threads \(threads): give at least 1") }
+        if let threads {
+            do { try Limits.checkThreads(threads) } catch { throw ValidationError(error.message) }
+        }
     }
 }
 
@@ -62,6 +64,7 @@ struct CompressCommand: ParsableCommand {
     @OptionGroup var progress: ProgressOptions
 
     func run() throws {
+        try OutputFile.refuseSameFile([("-o", output)] + (compression.index.map { [("--index", $0)] } ?? []))
         try force.refuseTerminal(output)
         let (source, isStream) = try openImage(input)
         let out = try OutputFile(path: output, inputs: [source])
@@ -115,10 +118,11 @@ struct DecompressCommand: ParsableCommand {
     @OptionGroup var progress: ProgressOptions
 
     func run() throws {
+        if let threads { try Limits.checkThreads(threads) }
         try force.refuseTerminal(output)
         let source = try input == "-" ? seekableStdin() : ImageFile(openForReading: input)
         // IN.gzi is read too: writing over it would leave IN with an index that disagrees.
-        let index = input == "-" ? nil : try? ImageFile(openForReading: input + ".gzi")
+        let index = input == "-" ? nil : try? ImageFile(openRegularFile: input + ".gzi")
         let out = try OutputFile(path: output, inputs: [source] + (index.map { [$0] } ?? []))
         do {
             var cores = 1

@@ -21,6 +21,13 @@ public struct IMGMap: ParsableCommand {
             stacked devices come from --table NAME=FILE. What compose writes is byte-identical to what \
             the kernel presents as /dev/mapper/NAME.
 
+            A table file may also be what a machine printed: `dmsetup table` (NAME: lines; `NAME:` alone \
+            is a device with no table), `dmsetup table -v`, `kpartx -l` or `kpartx -av`. Only the devices \
+            the top device uses are loaded. Bind disk numbers with --dev 8:2=disk.img and dm devices with \
+            --dev 253:1=@NAME or --dmsetup-ls FILE; an image copied from /dev/mapper/NAME stands in for a \
+            device imgmap cannot build: --dev 253:3=that.img. A binding no loaded table uses, or a name \
+            bound twice, is a usage error.
+
             EXAMPLES:
               imgmap compose disk.table -o disk.img
               imgmap compose raid.table --dev m0=a.img -o - | zstd > raid.zst
@@ -29,6 +36,7 @@ public struct IMGMap: ParsableCommand {
               dmsetup table | imgmap check - --dev 8:16=disk.img
               imgmap compose vm.table --table pool=pool.table --dev meta=tmeta.img --dev data=tdata.img -o vm.img
               imgmap probe nas*.img > layout.txt && imgmap compose layout.txt --top vg0-data -o data.img
+              imgmap compose dump.txt --top vg-home --dev 8:2=sda2.img --dev 253:3=home.img -o home.img
 
             EXIT STATUS:
               0        success
@@ -42,7 +50,7 @@ public struct IMGMap: ParsableCommand {
               141      stdout closed early (e.g. `| head`)
             """,
         version: "0.1.0",
-        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, ProbeCommand.self, CompressCommand.self, DecompressCommand.self]
+        subcommands: [ComposeCommand.self, MapCommand.self, CheckCommand.self, VerifyCommand.self, ManifestCommand.self, ScatterCommand.self, ServeCommand.self, ProbeCommand.self, LuksCommand.self, CompressCommand.self, DecompressCommand.self]
     )
 
     /// Parses the command line and runs the command; never returns. `extraTargets` are usable in every
@@ -64,15 +72,27 @@ public struct IMGMap: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+            flushStandardOutput()
         } catch {
             exit(withFailure: error)
         }
+    }
+
+    /// Flushes what `print` buffered: a stdout that cannot take it (`> /dev/full`) is exit 74, never a
+    /// silent 0 (141 for a reader gone away, as for the image writes).
+    static func flushStandardOutput() {
+        guard fflush(nil) != 0 else { return }
+        let code = errno
+        if code == EPIPE { Glibc.exit(141) }
+        writeStderr("imgmap: <stdout>: write: \(errnoDescription(code))\n")
+        Glibc.exit(ExitStatus.ioError.rawValue)
     }
 
     /// Reports `error` on stderr and exits with its sysexits status.
     static func exit(withFailure error: Error) -> Never {
         if let code = error as? ExitCode {
             // A command's own "no" answer (verify: different), already reported on stdout.
+            flushStandardOutput()
             Glibc.exit(code.rawValue)
         }
         if let failure = error as? ImgMapFailure {

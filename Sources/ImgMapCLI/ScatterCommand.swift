@@ -51,6 +51,12 @@ struct ScatterCommand: ParsableCommand {
 
     @OptionGroup var progress: ProgressOptions
 
+    func validate() throws {
+        if input == "-" && ([tables.table] + tables.devices.lowerTables.map { $0.split(separator: "=", maxSplits: 1).last.map(String.init) ?? "" }).contains("-") {
+            throw ValidationError("the table and INPUT cannot both come from stdin (`-`)")
+        }
+    }
+
     func run() throws {
         var loaded = try tables.load(create ? .lenient : .openAll)
         var planned: [String: Sector] = [:]

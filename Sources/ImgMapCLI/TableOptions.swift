@@ -21,7 +21,7 @@ struct DeviceOptions: ParsableArguments {
     var lowerTables: [String] = []
 
     @Option(name: .customLong("dev"), help: ArgumentHelp(
-        "Bind a device name or number in the tables to an image (or to @NAME, a device of a dump). Repeatable.",
+        "Bind a device name or number the tables use to an image (or to @NAME, a device of a dump); an image stands in for a device imgmap cannot build. Repeatable; each must be used.",
         valueName: "NAME=PATH"))
     var devices: [String] = []
 
@@ -32,8 +32,10 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "Which device of a `dmsetup table` dump to use (default: the one no other device uses).")
     var top: String?
 
-    /// Whether any image binding was given (`check` opens unbound images only when one was).
-    var bindsImages: Bool { !devices.isEmpty || dmsetupLs != nil }
+    @Option(name: .customLong("key"), help: ArgumentHelp(
+        "The key of device NAME's crypt lines: FILE holds the raw key bytes (a dump shows keys as zeros). Without NAME=, for every device. Repeatable.",
+        valueName: "[NAME=]FILE"))
+    var keys: [String] = []
 
     func bindings(table: String) throws -> Bindings {
         var tables: [Bindings.TableFile] = []
@@ -46,15 +48,25 @@ struct DeviceOptions: ParsableArguments {
             throw PlainFailure("only one table can come from stdin (`-`)", .usage)
         }
         var devs: [(token: String, target: String)] = []
+        var listed: [(token: String, target: String)] = []
         if let dmsetupLs {
             let bytes = try readWholeFile(dmsetupLs)
-            devs += try Bindings.parseDmsetupLs(String(decoding: bytes, as: UTF8.self), path: dmsetupLs)
+            listed = try Bindings.parseDmsetupLs(String(decoding: bytes, as: UTF8.self), path: dmsetupLs)
         }
         for spec in devices {
             let (token, target) = try Bindings.splitAssignment(spec, option: "--dev")
             devs.append((token: token, target: target))
         }
-        return Bindings(tables: tables, devices: devs, top: top)
+        var bindings = Bindings(tables: tables, devices: devs, top: top, listed: listed, listedFrom: dmsetupLs)
+        for spec in keys {
+            if spec.contains("=") {
+                let (name, path) = try Bindings.splitAssignment(spec, option: "--key")
+                bindings.keys.append((device: name, path: path))
+            } else {
+                bindings.keys.append((device: nil, path: spec))
+            }
+        }
+        return bindings
     }
 
     func load(table: String, _ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {

@@ -221,7 +221,9 @@ struct FaultInjectionTests {
 
     // MARK: signals
 
-    @Test(arguments: [SIGINT, SIGTERM, SIGHUP])
+    /// Every signal whose default action ends the process (but the crash signals, left to the runtime).
+    @Test(arguments: [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGIO, SIGPWR,
+                      40, 64])  // real-time signals (SIGRTMIN is 34 with glibc, SIGRTMAX 64)
     func signalWhileComposingToAFileRemovesTheTemporary(_ signal: Int32) throws {
         let f = FaultFixture()
         let table = f.wholeTable()

@@ -38,8 +38,34 @@ import Testing
         #expect(error == nil || error is ImgMapFailure, "\(path): \(String(describing: error))")
     }
 
+    @Test(arguments: inputs("gzi"))
+    func gziInputIsAcceptedOrRefusedCleanly(_ path: String) {
+        let error = FuzzEntryPoints.gzi(Self.bytes(path))
+        #expect(error == nil || error is ImgMapFailure, "\(path): \(String(describing: error))")
+    }
+
+    @Test(arguments: inputs("bmap-verify"))
+    func bmapVerifyInputIsAcceptedOrRefusedCleanly(_ path: String) {
+        let error = FuzzEntryPoints.bmapVerify(Self.bytes(path))
+        #expect(error == nil || error is ImgMapFailure, "\(path): \(String(describing: error))")
+    }
+
+    /// The gzi target's own fixture: its true index is accepted (and gives the true bytes), the same
+    /// index with uncompressed offsets 512 bytes early is refused when a member is read.
+    @Test func gziTargetAcceptsTheTrueIndexAndRefusesAShiftedOne() {
+        let index = FuzzEntryPoints.gziFixture.index
+        #expect(index.entries.count >= 3)
+        #expect(FuzzEntryPoints.gzi(index.gziBytes()) == nil)
+        // From the second entry on, 512 bytes early: each gap still looks like a member's worth.
+        let shifted = BGZFIndex(entries: index.entries.enumerated().map { i, e in
+            .init(compressedOffset: e.compressedOffset, uncompressedOffset: e.uncompressedOffset - (i >= 1 ? 512 : 0))
+        })
+        let error = FuzzEntryPoints.gzi(shifted.gziBytes())
+        #expect(error is BGZFError, "\(String(describing: error))")
+    }
+
     @Test func everyTargetHasRegressionInputs() {
-        for target in ["table", "bmap", "bgzf"] {
+        for target in ["table", "bmap", "bgzf", "gzi", "bmap-verify"] {
             #expect(!Self.inputs(target).isEmpty, "Fixtures/fuzz/\(target) is empty")
         }
     }

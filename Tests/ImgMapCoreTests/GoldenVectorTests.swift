@@ -124,9 +124,17 @@ struct GoldenVectorTests {
     static let wave2WriteCases = GoldenCase.wave2Names(mode: "write")
 
     @Test func everyWave2CaseIsPresent() {
-        #expect(Self.wave2ReadCases.count == 6)
-        #expect(Self.wave2RejectCases.count == 1)
-        #expect(Self.wave2WriteCases.count == 3)
+        let others = { (names: [String]) in names.filter { !$0.hasPrefix("crypt/") } }
+        #expect(others(Self.wave2ReadCases).count == 6)
+        #expect(others(Self.wave2RejectCases).count == 1)
+        #expect(others(Self.wave2WriteCases).count == 3)
+    }
+
+    @Test func everyCryptCaseIsPresent() {
+        let crypt = { (names: [String]) in names.filter { $0.hasPrefix("crypt/") } }
+        #expect(crypt(Self.wave2ReadCases).count == 9)
+        #expect(crypt(Self.wave2RejectCases).count == 4)
+        #expect(crypt(Self.wave2WriteCases).count == 3)
     }
 
     @Test(arguments: readCases + wave2ReadCases)
@@ -204,5 +212,139 @@ struct GoldenVectorTests {
         let faultPath = GoldenCase.folder(of: name).appendingPathComponent(fault.file).path
         #expect(error.description.hasPrefix("\(faultPath):\(fault.line): "), "\(error)")
         #expect(error.description.contains(reason), "\(error)")
+    }
+}
+
+// The kernel's vectors for the newer targets (Fixtures/golden-wave2/<target>/<case>, copied from
+// shared/golden/wave2): every case of every target folder, read, write and reject, as `check` runs
+// them. Devices may be generated with another name's pattern, all zeros, or a gzip'd fixture.
+struct GoldenWave2Case: Sendable, CustomStringConvertible {
+    let target: String
+    let name: String
+    var description: String { "\(target)/\(name)" }
+
+    static let root = fixturesURL.appendingPathComponent("golden-wave2")
+
+    static var all: [GoldenWave2Case] {
+        let targets = ((try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []).sorted()
+        return targets.flatMap { target in
+            (((try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(target).path)) ?? []).sorted())
+                .map { GoldenWave2Case(target: target, name: $0) }
+        }
+    }
+
+    var folder: URL { Self.root.appendingPathComponent(target).appendingPathComponent(name) }
+
+    struct Spec: Decodable {
+        struct Device: Decodable {
+            var sectors: UInt64
+            var extra_bytes: UInt64?
+            var pattern: String?
+            var zeros: Bool?
+            var fixture: String?
+        }
+        var devices: [String: Device]
+        var tables: [GoldenCase.TableSpec]
+        var mode: String
+        var size_bytes: UInt64?
+        var sha256: String?
+        var errors: [[UInt64]]?
+        var reason: String?
+        var fault: GoldenCase.Fault?
+        var payload: GoldenCase.Payload?
+        var seek: UInt64?
+        var devices_after: [String: String]?
+        var write_errors: [[UInt64]]?
+    }
+
+    func spec() throws -> Spec {
+        try JSONDecoder().decode(Spec.self, from: Data(contentsOf: folder.appendingPathComponent("case.json")))
+    }
+
+    /// Each device's image, made in `scratch` (fixtures unpacked, zeros written) or shared (patterns).
+    func images(_ spec: Spec, in scratch: TemporaryDirectory) throws -> [String: String] {
+        var images: [String: String] = [:]
+        for (device, d) in spec.devices {
+            let path = scratch.file("\(device).img")
+            if let fixture = d.fixture {
+                let gz = folder.appendingPathComponent(fixture).path
+                let status = runProcess("/bin/sh", ["-c", "gzip -dc '\(gz)' > '\(path)'"])
+                #expect(status == 0, "unpacking \(gz)")
+            } else if d.zeros == true {
+                FileManager.default.createFile(atPath: path, contents: Data(count: Int(d.sectors * 512 + (d.extra_bytes ?? 0))))
+            } else {
+                try FileManager.default.copyItem(atPath: GoldenImages.path(d.pattern ?? device, sectors: d.sectors, extra: d.extra_bytes ?? 0), toPath: path)
+            }
+            images[device] = path
+        }
+        return images
+    }
+
+    func bindings(_ spec: Spec, _ images: [String: String]) -> Bindings {
+        var files: [Bindings.TableFile] = []
+        for (index, table) in spec.tables.enumerated() {
+            files.append(.init(name: index == spec.tables.count - 1 ? nil : table.name, path: folder.appendingPathComponent(table.file).path))
+        }
+        return Bindings(tables: files, devices: images.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) })
+    }
+}
+
+/// Runs `path args…`, returning its exit status.
+func runProcess(_ path: String, _ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    do { try process.run() } catch { return -1 }
+    process.waitUntilExit()
+    return process.terminationStatus
+}
+
+struct GoldenWave2Tests {
+    static let cases = GoldenWave2Case.all
+
+    @Test func theRaidMirrorAndMultipathVectorsArePresent() {
+        #expect(Self.cases.filter { ["raid", "mirror", "multipath"].contains($0.target) }.count == 24)
+    }
+
+    @Test(arguments: cases)
+    func caseBehavesAsTheKernelDid(_ golden: GoldenWave2Case) throws {
+        let spec = try golden.spec()
+        let scratch = TemporaryDirectory()
+        let images = try golden.images(spec, in: scratch)
+        let bindings = golden.bindings(spec, images)
+        switch spec.mode {
+        case "reject":
+            let fault = try #require(spec.fault)
+            let reason = try #require(spec.reason)
+            let error = try #require(failure { _ = try TableLoader(bindings: bindings).load() })
+            #expect(error.exitStatus == .dataError)
+            let faultPath = golden.folder.appendingPathComponent(fault.file).path
+            #expect(error.description.hasPrefix("\(faultPath):\(fault.line): "), "\(error)")
+            #expect(error.description.contains(reason), "\(error)")
+        case "read":
+            let before = images.mapValues { sha256(file: $0) }
+            let loaded = try TableLoader(bindings: bindings).load()
+            let map = SectorMap(top: loaded.top)
+            let outPath = scratch.file("out.bin")
+            let out = try OutputFile(path: outPath, inputs: loaded.leaves.map(\.image))
+            let report = try Compose(map: map, options: .init(onError: .zero)).run(to: out)
+            try out.commit()
+            #expect(fileSize(outPath) == spec.size_bytes)
+            #expect(sha256(file: outPath) == spec.sha256)
+            #expect(report.errors.ranges == (spec.errors ?? []).map { SectorRange(start: $0[0], length: $0[1]) })
+            #expect(images.mapValues { sha256(file: $0) } == before)
+        case "write":
+            let loaded = try TableLoader(bindings: bindings).load()
+            let payloadSectors = try #require(spec.payload?.sectors)
+            let payload = GoldenImages.path("W", sectors: payloadSectors)
+            let report = try scatterFile(SectorMap(top: loaded.top), input: payload,
+                                         .init(seek: Sector(spec.seek ?? 0), onError: .skip))
+            for (device, hash) in try #require(spec.devices_after) {
+                #expect(sha256(file: images[device]!) == hash, "\(golden): image \(device)")
+            }
+            #expect(report.skipped.ranges == (spec.write_errors ?? []).map { SectorRange(start: $0[0], length: $0[1]) })
+        default:
+            Issue.record("unknown mode \(spec.mode)")
+        }
     }
 }

@@ -177,11 +177,12 @@ struct TableLoaderTests {
         #expect(loaded.leaves.map(\.size) == [Sector(16)])
     }
 
-    @Test func bindingWinsOverATableOfTheSameName() throws {
+    @Test func bindingAndATableOfTheSameNameAreRefused() throws {
         let folder = TemporaryDirectory()
         let a = folder.sparseImage("a.img", sectors: 16)
-        let loaded = try loadTables("0 16 linear L 0", lower: [("L", "0 8 zero")], devices: ["L": a])
-        #expect(extents(SectorMap(top: loaded.top)).map(summary) == ["0 16 data a.img 0"])
+        let error = loadError("0 16 linear L 0", lower: [("L", "0 8 zero")], devices: ["L": a])
+        #expect(error?.exitStatus == .usage)
+        #expect(error?.description.hasPrefix("`L` is bound twice: --dev L=") == true)
     }
 
     @Test func imageNamedTwiceIsOpenedOnce() throws {
@@ -229,7 +230,7 @@ struct TableLoaderTests {
     }
 
     @Test func dmsetupLsRefusesOtherLines() {
-        #expect(throws: PlainFailure("ls.txt:2: expected `NAME (MAJOR:MINOR)` as `dmsetup ls` prints it", .dataError)) {
+        #expect(throws: PlainFailure("ls.txt:2: expected `NAME (MAJOR:MINOR)` as `dmsetup ls` prints it, not `b 253:1`", .dataError)) {
             try Bindings.parseDmsetupLs("a\t(253:0)\nb 253:1\n", path: "ls.txt")
         }
         #expect(throws: PlainFailure.self) { try Bindings.parseDmsetupLs("a\t(253:x)\n", path: "ls.txt") }

@@ -5,7 +5,7 @@ import ImgMapCore
 import Glibc
 #endif
 
-/// Which reader this run exercises: IMGMAP_FUZZ_TARGET=table|bmap|bgzf.
+/// Which reader this run exercises: IMGMAP_FUZZ_TARGET=table|bmap|bgzf|gzi|bmap-verify.
 nonisolated(unsafe) let fuzzTarget = String(cString: getenv("IMGMAP_FUZZ_TARGET") ?? strdup("table"))
 
 /// One scratch file for the whole run, rewritten for each BGZF input (memfd_create is hidden from Swift).
@@ -23,6 +23,8 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     switch fuzzTarget {
     case "bmap": error = FuzzEntryPoints.bmap(bytes)
     case "bgzf": error = FuzzEntryPoints.bgzf(bytes, scratch: scratch)
+    case "gzi": error = FuzzEntryPoints.gzi(bytes)
+    case "bmap-verify": error = FuzzEntryPoints.bmapVerify(bytes)
     default: error = FuzzEntryPoints.tables(bytes)
     }
     if let error, !(error is ImgMapFailure) {

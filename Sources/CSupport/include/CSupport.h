@@ -27,7 +27,8 @@ int64_t imgmap_splice_to_pipe(int fd_in, int64_t offset, int pipe_out, uint64_t 
 int64_t imgmap_vmsplice(int pipe_out, const void *buffer, uint64_t len);
 
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP (each unless already ignored, as under nohup) that
-/// remove the registered temporary files and _exit(128 + signal). sigaction(2): in force on return.
+/// remove the registered temporary files and _exit(128 + signal), for every signal whose default action
+/// ends the process (but the crash signals). sigaction(2): in force on return.
 int imgmap_install_cleanup_handlers(void);
 /// Registers `path` for removal by those handlers: a slot number, or -1 (no free slot, path too long).
 int imgmap_register_temporary(const char *path);

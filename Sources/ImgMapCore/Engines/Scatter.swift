@@ -252,7 +252,14 @@ public struct Scatter {
                 guard let writer = writers[ObjectIdentifier(leaf)] else {
                     preconditionFailure("scatter: \(leaf.path) was not opened for writing")
                 }
-                try writer.write(slice, at: offset.bytes)
+                var done = 0
+                do {
+                    try writer.write(slice, at: offset.bytes, done: &done)
+                } catch {
+                    // A short write before the failure changed the image: count every sector it touched.
+                    report.written.append(start: extent.start.value, length: (UInt64(done) + sectorSize - 1) / sectorSize)
+                    throw error
+                }
                 report.written.append(start: extent.start.value, length: extent.length.value)
             case .zero:
                 report.dropped.append(start: extent.start.value, length: extent.length.value)

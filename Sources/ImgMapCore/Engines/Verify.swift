@@ -67,6 +67,9 @@ public struct Verify {
         public var imageBytes: UInt64
         public var ranges = 0
         public var sectors: UInt64 = 0
+        /// A stream is read to at most one byte past the device's end (an endless `/dev/zero` must not
+        /// hang verify): when that byte came, `imageBytes` is device + 1 and only a lower bound.
+        public var imageBytesAtLeast = false
         public var identical: Bool { ranges == 0 && deviceBytes == imageBytes }
 
         /// `identical: …`, or what differs.
@@ -76,6 +79,8 @@ public struct Verify {
             if ranges > 0 { parts.append("\(counted(ranges, "range")) (\(counted(sectors, "sector"))) differ\(ranges == 1 ? "s" : "")") }
             if imageBytes < deviceBytes {
                 parts.append("the image is \(deviceBytes - imageBytes) bytes shorter than the device (\(imageBytes) < \(deviceBytes))")
+            } else if imageBytes > deviceBytes && imageBytesAtLeast {
+                parts.append("the image is longer than the device (it goes on past byte \(deviceBytes))")
             } else if imageBytes > deviceBytes {
                 parts.append("the image is \(imageBytes - deviceBytes) bytes longer than the device (\(imageBytes) > \(deviceBytes))")
             }
@@ -83,7 +88,7 @@ public struct Verify {
         }
 
         public var json: String {
-            "{\"identical\":\(identical),\"ranges\":\(ranges),\"sectors\":\(sectors),\"device_bytes\":\(deviceBytes),\"image_bytes\":\(imageBytes)}"
+            "{\"identical\":\(identical),\"ranges\":\(ranges),\"sectors\":\(sectors),\"device_bytes\":\(deviceBytes),\"image_bytes\":\(imageBytes)" + (imageBytesAtLeast ? ",\"image_bytes_at_least\":true}" : "}")
         }
     }
 
@@ -112,6 +117,7 @@ public struct Verify {
             var result = Report(deviceBytes: deviceBytes, imageBytes: 0, ranges: state.ranges, sectors: state.sectors)
             if isStream {
                 result.imageBytes = state.streamPos + (state.streamEnded ? 0 : try state.drain())
+                result.imageBytesAtLeast = result.imageBytes > deviceBytes
             } else {
                 result.imageBytes = state.imageBytes
             }
@@ -251,14 +257,12 @@ public struct Verify {
             }
         }
 
-        /// Reads what is left of a stream after the device's end; returns the count.
+        /// Whether a stream goes on after the device's end: reads at most one byte (returns 0 or 1), so
+        /// that an endless input ends the comparison.
         mutating func drain() throws -> UInt64 {
-            var extra: UInt64 = 0
-            while true {
-                let n = try image.readSequential(into: actual.bytes)
-                extra += UInt64(n)
-                if n < actual.count { return extra }
-            }
+            let n = try image.readSequential(into: actual.prefix(1))
+            if n == 0 { streamEnded = true }
+            return UInt64(n)
         }
 
         /// Records a mismatch over device bytes [from, to), merging with the pending one when it continues it.

@@ -76,4 +76,73 @@ public enum FuzzEntryPoints {
             return error
         }
     }
+
+    /// The BGZF file the `.gzi` target indexes: `gziPattern` in 4 data members and the EOF member,
+    /// written once to an unlinked file in /tmp, with its true index.
+    static let gziFixture: (file: ImageFile, index: BGZFIndex) = {
+        let path = "/tmp/imgmap-fuzz-gzi-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        precondition(fd >= 0, "cannot create \(path)")
+        unlink(path)
+        let file = ImageFile(descriptor: fd, path: "fixture.gz", writable: true)
+        do {
+            let writer = try BGZFWriter(output: file, options: .init(level: 1, threads: 1, recordIndex: true))
+            try gziPattern.withUnsafeBytes { try writer.write($0) }
+            return (file, try writer.finish() ?? BGZFIndex())
+        } catch {
+            preconditionFailure("cannot write the .gzi fuzz fixture: \(error)")
+        }
+    }()
+
+    /// 200,000 bytes, every 64 KiB member different, so a wrong member shows as wrong bytes.
+    static let gziPattern: [UInt8] = (0..<200_000).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 11) }
+
+    /// `.gzi` indexes: the input is parsed as the index of a fixed BGZF file (`gziFixture`); if it is
+    /// accepted, reads at the start, at every entry and at the last byte must return the true bytes —
+    /// an index that lies must be refused, never give wrong data (a wrong byte traps).
+    public static func gzi(_ bytes: [UInt8]) -> Error? {
+        do {
+            let index = try bytes.withUnsafeBytes { try BGZFIndex.parse(gzi: $0, path: "fuzz.gzi") }
+            let (file, _) = gziFixture
+            let table = try BGZFMemberTable.build(file: file, index: index, indexPath: "fuzz.gzi")
+            let reader = BGZFReader(file: file, table: table, library: try DeflateLibrary.fromEnvironment())
+            let size = reader.uncompressedSize
+            var offsets: [UInt64] = [0] + index.entries.prefix(64).map(\.uncompressedOffset)
+            if size > 0 { offsets.append(size - 1) }
+            var buffer = [UInt8](repeating: 0, count: 1000)
+            for offset in offsets where offset < size {
+                let n = try buffer.withUnsafeMutableBytes { try reader.read(into: $0, at: offset) }
+                precondition(Int(offset) + n <= gziPattern.count && buffer[..<n] == gziPattern[Int(offset)..<Int(offset) + n],
+                             "the index gave wrong bytes at uncompressed offset \(offset)")
+            }
+            precondition(size == UInt64(gziPattern.count), "the index gave a size of \(size) bytes")
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// bmap 1.x (and 2.x) files checked against an image, as `verify --bmap` does: the image is the
+    /// first 16 KiB of `gziPattern`. Whatever the file says, the check must end with mismatches or
+    /// an error users can read.
+    public static func bmapVerify(_ bytes: [UInt8]) -> Error? {
+        do {
+            let bmap = try BmapFile(bytes: bytes)
+            let (file, _) = bmapImage
+            _ = try verifyBmap(bmap: bmap, image: file)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    static let bmapImage: (file: ImageFile, size: Int) = {
+        let path = "/tmp/imgmap-fuzz-bmap-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        precondition(fd >= 0, "cannot create \(path)")
+        unlink(path)
+        let file = ImageFile(descriptor: fd, path: "image", writable: true)
+        try! gziPattern[..<16384].withUnsafeBytes { try file.write($0, at: 0) }
+        return (file, 16384)
+    }()
 }

@@ -9,6 +9,8 @@ public enum ExitStatus: Int32, Sendable {
     /// An input that cannot be opened or read as asked.
     case noInput = 66
     case cannotCreate = 73
+    /// A key or passphrase that does not open what it should (EX_NOPERM): `luks` with a wrong passphrase.
+    case noPermission = 77
     case ioError = 74
     case interrupted = 130
     case terminated = 143

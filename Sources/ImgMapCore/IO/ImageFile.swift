@@ -28,6 +28,20 @@ public final class ImageFile: @unchecked Sendable {
         self.writable = writable
     }
 
+    /// Opens `path` for reading where only a regular file will do (a `.gzi` index, read whole by its
+    /// size): a FIFO, directory or device is `noInput` (66) at once, and the open cannot hang on a FIFO
+    /// with no writer (O_NONBLOCK, which a regular file ignores).
+    public convenience init(openRegularFile path: String) throws(IOFailure) {
+        try self.init(openForReading: path, nonBlocking: true)
+        let st = try status()
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            let what = kind == S_IFDIR ? "a directory" : kind == S_IFIFO ? "a FIFO" : kind == S_IFSOCK ? "a socket" : "a device"
+            throw IOFailure(path: path, operation: "open", errno: kind == S_IFDIR ? EISDIR : EINVAL, exitStatus: .noInput,
+                            hint: "it is \(what); a regular file is needed here")
+        }
+    }
+
     /// Wraps a descriptor the caller already opened (stdin, stdout, a temporary file); takes ownership
     /// unless `owned` is false.
     public init(descriptor: Int32, path: String, writable: Bool, owned: Bool = true) {
@@ -96,6 +110,13 @@ public final class ImageFile: @unchecked Sendable {
     /// Writes all of `buffer` at `offset` with pwrite(2), retrying short writes and EINTR.
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(IOFailure) {
         var done = 0
+        try write(buffer, at: offset, done: &done)
+    }
+
+    /// The same, counting in `done` the bytes already written, which a failure after a short write
+    /// (a file size limit, a full disk) leaves there: so a caller can say exactly what changed.
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, done: inout Int) throws(IOFailure) {
+        done = 0
         while done < buffer.count {
             let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
             if n >= 0 {

@@ -8,7 +8,9 @@ import Synchronization
 
 /// Where a command writes its result. A regular file is written as `OUT.tmp-PID-N` beside OUT, created
 /// with O_EXCL|O_NOFOLLOW (never through a planted symlink), and renamed to OUT only by `commit()`;
-/// `discard()` (or a fatal signal) removes it. `-` is standard output; an existing character device,
+/// `discard()` (or a signal that ends the process) removes it. `commit()` fsyncs the file before
+/// the rename and the directory after it. An OUT whose name leaves no room for the suffix gets
+/// `.imgmap.tmp-PID-N` in its directory. `-` is standard output; an existing character device,
 /// FIFO or block device is written in place.
 public final class OutputFile {
     public enum Kind: Sendable {
@@ -102,6 +104,9 @@ public final class OutputFile {
         finished = true
         guard let temp = temporaryPath else { return }
         do {
+            // Durable before it is named: a power loss after the rename must not leave an empty or
+            // partial file under OUT.
+            try file.sync()
             try file.close()
         } catch {
             unlink(temp)
@@ -115,6 +120,53 @@ public final class OutputFile {
             throw IOFailure(path: path, operation: "rename from \(temp)", errno: code, exitStatus: .cannotCreate)
         }
         TemporaryFiles.unregister(temp)
+        // And the rename itself: fsync(2) of the directory. A filesystem that cannot sync a directory
+        // (EINVAL) has nothing more to make durable.
+        let dir = open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 {
+            let failed = fsync(dir) != 0 && errno != EINVAL
+            let code = errno
+            _ = Glibc.close(dir)
+            if failed { throw IOFailure(path: Self.directory(of: path), operation: "fsync of the directory", errno: code) }
+        }
+    }
+
+    /// Refuses two outputs that are the same file — `-o d.out --digest-file d.out` would leave the
+    /// digest line where the image should be. Two existing paths are the same by device and inode;
+    /// otherwise by the path with its directory resolved (realpath(3)); `-` (standard output) twice
+    /// is the same too. Call before opening any of them. Each entry is (option, path).
+    public static func refuseSameFile(_ outputs: [(option: String, path: String)]) throws {
+        var seen: [(option: String, path: String, identity: Identity)] = []
+        for (option, path) in outputs {
+            let identity = Identity(path)
+            if let other = seen.first(where: { $0.identity == identity }) {
+                throw PlainFailure("\(path): \(option) and \(other.option) name the same file; give each output its own file", .usage)
+            }
+            seen.append((option, path, identity))
+        }
+    }
+
+    enum Identity: Equatable {
+        case standardOutput
+        case inode(dev: UInt64, ino: UInt64)
+        case path(String)
+
+        init(_ path: String) {
+            if path == "-" { self = .standardOutput; return }
+            var st = stat()
+            if stat(path, &st) == 0 {
+                self = .inode(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+                return
+            }
+            let directory = OutputFile.directory(of: path)
+            let name = path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
+            if let resolved = realpath(directory, nil) {
+                defer { free(resolved) }
+                self = .path(String(cString: resolved) + "/" + name)
+            } else {
+                self = .path(path)
+            }
+        }
     }
 
     /// Abandons the output: the temporary file is removed, OUT is left as it was.
@@ -140,7 +192,14 @@ public final class OutputFile {
 
     static func temporaryName(for path: String) -> String {
         let n = counter.add(1, ordering: .relaxed).newValue
-        return "\(path).tmp-\(getpid())-\(n)"
+        let suffix = ".tmp-\(getpid())-\(n)"
+        let name = path.lastIndex(of: "/").map { path[path.index(after: $0)...] } ?? path[...]
+        // NAME_MAX is 255 bytes: an OUT whose name is that long gets a short hidden temporary instead.
+        if name.utf8.count + suffix.utf8.count > 255 {
+            let directory = path.lastIndex(of: "/").map { String(path[...$0]) } ?? ""
+            return "\(directory).imgmap\(suffix)"
+        }
+        return path + suffix
     }
 
     static func directory(of path: String) -> String {

@@ -134,11 +134,13 @@ public final class LeafFile: Sendable, Hashable {
 }
 
 /// A device defined by a table: its segments, sorted and gap-free from sector 0.
-public final class MappedDevice: Sendable {
+///
+/// `@unchecked Sendable`: `segments` is only written in `deinit`, of a device no one else holds.
+public final class MappedDevice: @unchecked Sendable {
     public let name: String
     /// The table file it came from, for messages.
     public let tablePath: String
-    public let segments: [Segment]
+    public private(set) var segments: [Segment]
     /// Start sectors of `segments`, for binary search.
     let starts: [UInt64]
     public let size: Sector
@@ -149,6 +151,30 @@ public final class MappedDevice: Sendable {
         self.segments = segments
         self.starts = segments.map(\.start.value)
         self.size = segments.last.map { $0.start + $0.length } ?? .zero
+    }
+
+    /// Releases a chain of lower devices one at a time: left to Swift, freeing the top of a chain of
+    /// devices 100,000 deep would free each lower device from inside the one above it, 100,000 calls
+    /// deep. Each lower device this one was the last holder of is emptied (its own lower devices taken
+    /// out first) before it goes, so its deinit has nothing left to free below it.
+    deinit {
+        var pending: [MappedDevice] = []
+        Self.takeLowerDevices(of: segments, into: &pending)
+        segments = []
+        while var device = pending.popLast() {
+            if isKnownUniquelyReferenced(&device) {
+                Self.takeLowerDevices(of: device.segments, into: &pending)
+                device.segments = []
+            }
+        }
+    }
+
+    private static func takeLowerDevices(of segments: [Segment], into pending: inout [MappedDevice]) {
+        for segment in segments {
+            segment.target.forEachDeviceArea { area in
+                if case .mapped(let lower) = area.device { pending.append(lower) }
+            }
+        }
     }
 
     /// Index of the segment holding `sector` (which must be < size). O(log n).

@@ -36,48 +36,84 @@ public struct SectorMap: Sendable {
     /// Walks `count` sectors of `device` from `sector`, which appear at `position` of the top device.
     static func resolve(_ device: MappedDevice, sector: UInt64, count: UInt64, position: UInt64, origin: Origin?,
                         _ emit: (Extent) throws -> Void) rethrows {
-        var index = device.segmentIndex(containing: sector)
-        var s = sector
-        var out = position
-        let end = sector + count
-        while s < end {
-            let segment = device.segments[index]
-            let segmentEnd = segment.start.value + segment.length.value
-            let n = min(end, segmentEnd) - s
-            let target = segment.target
-            try target.map(offset: s - segment.start.value, count: n) { piece in
-                if case .device(let lower, let token, let lowerSector, let pieceCount) = piece {
-                    let here = Origin(table: device.tablePath, line: segment.line, target: target.name, device: token)
-                    try resolve(lower, sector: lowerSector, count: pieceCount, position: out, origin: here, emit)
-                    out += pieceCount
-                    return
-                }
-                guard let (source, token, pieceCount) = piece.extentSource else { return }
-                try emit(Extent(start: Sector(out), length: Sector(pieceCount), source: source,
-                                origin: Origin(table: device.tablePath, line: segment.line, target: target.name, device: token)))
-                out += pieceCount
-            }
-            s += n
-            index += 1
-        }
+        try walk(.mapped(device), sector: sector, count: count, position: position,
+                 origin: origin ?? Origin(table: device.tablePath, line: 0, target: ""), emit)
     }
 
     static func resolve(_ device: Device, sector: UInt64, count: UInt64, position: UInt64, origin: Origin,
                         _ emit: (Extent) throws -> Void) rethrows {
-        switch device {
-        case .mapped(let lower):
-            // A lower device is at least as large as every area on it (checked at load), so the range fits.
-            try resolve(lower, sector: sector, count: count, position: position, origin: origin, emit)
-        case .leaf(let leaf):
-            // Past the end of an image (only reachable for a zero-sized or unopened one, which the
-            // kernel does not bounds-check) reads fail with EIO.
-            let size = leaf.size.value
-            let inside = sector < size ? min(count, size - sector) : 0
-            if inside > 0 {
-                try emit(Extent(start: Sector(position), length: Sector(inside), source: .data(leaf, offset: Sector(sector)), origin: origin))
+        try walk(device, sector: sector, count: count, position: position, origin: origin, emit)
+    }
+
+    /// What is still to do in a walk: a range of a device to resolve (`count` sectors of `device` from
+    /// `sector`, at `position` of the top), or an extent a target produced, to emit in its turn.
+    enum Pending {
+        /// `step`: how many sectors the next `map` call of this range is given (see `sectorsPerStep`).
+        case range(Device, sector: UInt64, count: UInt64, position: UInt64, origin: Origin, step: UInt64 = SectorMap.sectorsPerStep)
+        case extent(Extent)
+    }
+
+    /// Sectors given to one `map` call; the rest of the range is left on the stack for later, so that
+    /// the stack holds at most this many pieces per layer however small a striped chunk is. (Stopping a
+    /// `map` call by throwing from its closure was miscompiled by Swift 6.3 on the error path.) A call
+    /// that gave one piece doubles the step for the rest of its range, so a huge linear or zero segment
+    /// (2^54 sectors) takes a few dozen calls, not 2^38.
+    static let sectorsPerStep: UInt64 = 1 << 16
+
+    /// The walk down the layers with a stack of its own instead of recursion, so that a chain of
+    /// devices 100,000 deep costs memory, not call depth. Work is taken from the stack's top; a mapped
+    /// range is replaced by the pieces of its first segment's part, in order, then the rest of it.
+    static func walk(_ device: Device, sector: UInt64, count: UInt64, position: UInt64, origin: Origin,
+                     _ emit: (Extent) throws -> Void) rethrows {
+        var stack: [Pending] = [.range(device, sector: sector, count: count, position: position, origin: origin)]
+        var pieces: [Pending] = []
+        while let item = stack.popLast() {
+            guard case .range(let device, let sector, let count, let position, let origin, let step) = item else {
+                if case .extent(let extent) = item { try emit(extent) }
+                continue
             }
-            if count > inside {
-                try emit(Extent(start: Sector(position + inside), length: Sector(count - inside), source: .error, origin: origin))
+            guard count > 0 else { continue }
+            switch device {
+            case .leaf(let leaf):
+                // Past the end of an image (only reachable for a zero-sized or unopened one, which the
+                // kernel does not bounds-check) reads fail with EIO.
+                let size = leaf.size.value
+                let inside = sector < size ? min(count, size - sector) : 0
+                if inside > 0 {
+                    try emit(Extent(start: Sector(position), length: Sector(inside), source: .data(leaf, offset: Sector(sector)), origin: origin))
+                }
+                if count > inside {
+                    try emit(Extent(start: Sector(position + inside), length: Sector(count - inside), source: .error, origin: origin))
+                }
+            case .mapped(let mapped):
+                // A device with no table (size 0, not bounds-checked by the kernel) fails reads with EIO.
+                guard sector < mapped.size.value else {
+                    try emit(Extent(start: Sector(position), length: Sector(count), source: .error, origin: origin))
+                    continue
+                }
+                let segment = mapped.segments[mapped.segmentIndex(containing: sector)]
+                let n = min(count, segment.start.value + segment.length.value - sector, step)
+                let target = segment.target
+                pieces.removeAll(keepingCapacity: true)
+                var out = position
+                target.map(offset: sector - segment.start.value, count: n) { piece in
+                        if case .device(let lower, let token, let lowerSector, let pieceCount) = piece {
+                            let here = Origin(table: mapped.tablePath, line: segment.line, target: target.name, device: token)
+                            pieces.append(.range(lower, sector: lowerSector, count: pieceCount, position: out, origin: here))
+                            out += pieceCount
+                            return
+                        }
+                        guard let (source, token, pieceCount) = piece.extentSource else { return }
+                        pieces.append(.extent(Extent(start: Sector(out), length: Sector(pieceCount), source: source,
+                                                     origin: Origin(table: mapped.tablePath, line: segment.line, target: target.name, device: token))))
+                        out += pieceCount
+                }
+                let covered = out - position
+                if count > covered {
+                    let next = pieces.count <= 1 && step < UInt64.max / 2 ? step * 2 : sectorsPerStep
+                    stack.append(.range(device, sector: sector + covered, count: count - covered, position: out, origin: origin, step: next))
+                }
+                stack.append(contentsOf: pieces.reversed())
             }
         }
     }

@@ -17,11 +17,22 @@ public struct Bindings: Sendable {
     public var devices: [(token: String, target: String)]
     /// `--top NAME`: which device of a dump is the one to compose.
     public var top: String?
+    /// `--key NAME=FILE`: raw key bytes for the device NAME's table (nil: for every device without
+    /// its own), for targets that need a key the table does not hold (crypt). Read when loading.
+    public var keys: [(device: String?, path: String)] = []
+    /// `--dmsetup-ls FILE` entries (`253:1` → `@NAME`): a listing of the machine's devices, so only the
+    /// file as a whole must be of use; a `--dev` for the same number wins.
+    public var listed: [(token: String, target: String)]
+    /// The `--dmsetup-ls` file, for messages.
+    public var listedFrom: String?
 
-    public init(tables: [TableFile], devices: [(token: String, target: String)] = [], top: String? = nil) {
+    public init(tables: [TableFile], devices: [(token: String, target: String)] = [], top: String? = nil,
+                listed: [(token: String, target: String)] = [], listedFrom: String? = nil) {
         self.tables = tables
         self.devices = devices
         self.top = top
+        self.listed = listed
+        self.listedFrom = listedFrom
     }
 
     /// Parses a `NAME=VALUE` option; the name may not be empty.
@@ -33,20 +44,23 @@ public struct Bindings: Sendable {
     }
 
     /// Reads `dmsetup ls` output (`NAME<TAB>(253:1)` or the older `(253, 1)`) into `--dev 253:1=@NAME`
-    /// bindings. Lines that say "No devices found" or are blank are skipped.
+    /// bindings. Lines that say "No devices found" or are blank are skipped. Output copied from a web
+    /// page or a mail may have a no-break (or another Unicode) space where dmsetup printed a tab: any
+    /// Unicode white space separates the name from the number.
     public static func parseDmsetupLs(_ text: String, path: String) throws(PlainFailure) -> [(token: String, target: String)] {
         var result: [(token: String, target: String)] = []
+        let isSpace = { (c: Character) in c.isWhitespace }
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: " \t\r")
-            if line.isEmpty || line == "No devices found" { continue }
-            guard let open = line.lastIndex(of: "("), line.hasSuffix(")") else {
-                throw PlainFailure("\(path):\(index + 1): expected `NAME (MAJOR:MINOR)` as `dmsetup ls` prints it", .dataError)
-            }
-            let name = line[..<open].trimmingCharacters(in: " \t")
-            let numbers = line[line.index(after: open)..<line.index(before: line.endIndex)]
-                .split(whereSeparator: { $0 == ":" || $0 == "," }).map { $0.trimmingCharacters(in: " ") }
-            guard !name.isEmpty, numbers.count == 2, numbers.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }) else {
-                throw PlainFailure("\(path):\(index + 1): expected `NAME (MAJOR:MINOR)` as `dmsetup ls` prints it", .dataError)
+            let line = Substring(raw).drop(while: isSpace).reversed().drop(while: isSpace).reversed()
+            let trimmed = String(line)
+            if trimmed.isEmpty || trimmed == "No devices found" { continue }
+            let bad = PlainFailure("\(path):\(index + 1): expected `NAME (MAJOR:MINOR)` as `dmsetup ls` prints it, not `\(escapedForMessage(trimmed))`", .dataError)
+            guard let open = trimmed.lastIndex(of: "("), trimmed.hasSuffix(")") else { throw bad }
+            let name = String(trimmed[..<open].reversed().drop(while: isSpace).reversed())
+            let numbers = trimmed[trimmed.index(after: open)..<trimmed.index(before: trimmed.endIndex)]
+                .split(whereSeparator: { $0 == ":" || $0 == "," }).map { String($0.filter { !$0.isWhitespace }) }
+            guard !name.isEmpty, numbers.count == 2, numbers.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } }) else {
+                throw bad
             }
             result.append((token: "\(numbers[0]):\(numbers[1])", target: "@" + name))
         }

@@ -25,7 +25,14 @@ public struct TableText: Sendable {
         var number: Int
         var lo: Int
         var hi: Int
+        var kind: LineKind = .table
     }
+
+    /// How a line spells its segment: as a table does, or as `kpartx -l` prints a linear mapping.
+    enum LineKind: Sendable { case table, kpartx }
+
+    /// Whether the device has a table at all (`NAME:` alone in a dump: created with `dmsetup create -n`).
+    public var hasTable: Bool { !spans.isEmpty }
 
     public var lineCount: Int { spans.count }
 
@@ -33,7 +40,7 @@ public struct TableText: Sendable {
     public func forEachLine(_ body: (TableLine) throws -> Void) rethrows {
         for span in spans {
             // The format was checked when the table was read, so this parse cannot fail.
-            guard let line = try? TableParser.parseSegment(bytes, span.lo, span.hi, number: span.number, path: path) else {
+            guard let line = try? TableParser.parseSegment(bytes, span.lo, span.hi, number: span.number, path: path, kind: span.kind) else {
                 preconditionFailure("\(path):\(span.number): line changed between two parses")
             }
             try body(line)

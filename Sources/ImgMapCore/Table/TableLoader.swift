@@ -13,8 +13,12 @@ public struct TableLoader {
     public enum Strictness: Sendable {
         /// A missing image is an error (exit 66): compose, map, verify, scatter.
         case openAll
-        /// A missing image is a device of unknown size, not bounds-checked: `check` without `--dev`.
+        /// A missing image is a device of unknown size, not bounds-checked (`scatter --create`'s first
+        /// look at what it must create).
         case lenient
+        /// `check`: an unbound bare device number (`8:16` of a `dmsetup table` dump) with no image is a
+        /// device of unknown size, not bounds-checked; any other image that cannot be opened is an error.
+        case deviceNumbersUnchecked
         /// Images that do not exist yet but will be created with the given size (`scatter --create`
         /// with `--dry-run`): placeholders of that size; other missing images are errors.
         case planned([String: Sector])
@@ -30,7 +34,7 @@ public struct TableLoader {
     public init(bindings: Bindings, strictness: Strictness = .openAll) {
         self.bindings = bindings
         self.strictness = strictness
-        self.readTable = { path throws in try readWholeFile(path) }
+        self.readTable = { path throws in try readTableFile(path) }
     }
 
     /// The result of loading: the top device, all devices by name, and the images opened.
@@ -61,11 +65,28 @@ public struct TableLoader {
         public let tablePaths: [String]
     }
 
+    /// Reads the tables, then builds only the devices the top device uses, directly or below, lowest
+    /// first (a walk with an explicit stack: a chain of any depth costs no call depth). Devices of a dump
+    /// that the top does not use are never built, so a target imgmap cannot build there does not matter.
+    /// Bindings no built table uses are refused (exit 64) before any image is opened.
     public func load() throws -> Loaded {
         let state = State(loader: self)
         try state.readTables()
-        for name in state.order { _ = try state.build(name) }
-        let top = try state.topDevice()
+        try state.refuseNamesBoundTwice()
+        let topName = try state.topName()
+        var needed = try state.devicesNeeded(by: [topName])
+        // A lower table given with --table that the top does not use but that shares a device with it
+        // (a snapshot of the top's origin) is built too: the user named it, and a target may need it.
+        let siblings = state.siblingTables(of: needed)
+        if !siblings.isEmpty { needed = try state.devicesNeeded(by: siblings + [topName]) }
+        try state.refuseUnusedBindings(needed)
+        for name in needed { try state.build(name) }
+        guard let top = state.built[topName] else { preconditionFailure("top device \(topName) not built") }
+        if top.segments.isEmpty, let text = state.texts[topName] {
+            throw TableError(path: text.path, line: nil, message: "no targets",
+                             detail: "device `\(topName)` has no table (`\(topName):` alone is how dmsetup prints a device created without one, `dmsetup create -n`)",
+                             hint: "choose a device that has a table with --top NAME", exitStatus: .dataError)
+        }
         return Loaded(top: top, devices: state.built, leaves: state.leaves, unopened: state.unopened,
                       tablePaths: bindings.tables.map(\.path).filter { $0 != "-" })
     }
@@ -74,27 +95,31 @@ public struct TableLoader {
         let loader: TableLoader
         var texts: [String: TableText] = [:]
         var order: [String] = []
+        /// The table file each device came from (index into `bindings.tables`).
+        var fileOfDevice: [String: Int] = [:]
         var built: [String: MappedDevice] = [:]
-        var building: [String] = []
         var leavesByPath: [String: LeafFile] = [:]
         /// BGZF images by path, read as their uncompressed content.
         var compressedByPath: [String: LeafFile] = [:]
         var leaves: [LeafFile] = []
         var unopened: [String] = []
+        /// Token → image path or `@NAME`: `--dev` first, then `--dmsetup-ls`, then the numbers a dump
+        /// itself gives (`dmsetup table -v` headers, `kpartx -av`).
         var devBindings: [String: String] = [:]
         /// Device names a dump defines, to choose the top one.
         var dumpNames: [String] = []
-        var referenced: Set<String> = []
         /// dm-snap's origins, for the whole set of tables.
         let snapshots = SnapshotRegistry()
 
         init(loader: TableLoader) {
             self.loader = loader
+            for binding in loader.bindings.listed where devBindings[binding.token] == nil { devBindings[binding.token] = binding.target }
             for binding in loader.bindings.devices { devBindings[binding.token] = binding.target }
         }
 
         func readTables() throws {
-            for file in loader.bindings.tables {
+            var dumpNumbers: [(token: String, name: String)] = []
+            for (fileIndex, file) in loader.bindings.tables.enumerated() {
                 let display = file.path == "-" ? "<stdin>" : file.path
                 let bytes: [UInt8]
                 do {
@@ -102,50 +127,197 @@ public struct TableLoader {
                 } catch let failure as IOFailure {
                     throw IOFailure(path: display, operation: failure.operation, errno: failure.errno,
                                     exitStatus: .noInput, hint: "the table file cannot be read")
+                } catch let failure as TableError {
+                    var failure = failure
+                    failure.path = display
+                    throw failure
                 }
                 let defaultName = file.name ?? "top"
-                let parsed = try TableParser.parse(bytes, path: display, defaultName: defaultName)
+                var facts = TableParser.DumpFacts()
+                let parsed = try TableParser.parse(bytes, path: display, defaultName: defaultName, facts: &facts)
+                dumpNumbers += facts.numbers
                 let isDump = file.name == nil && parsed.count > 1 || parsed.first?.name != defaultName
                 for text in parsed {
                     if texts[text.name] != nil {
-                        throw PlainFailure("\(display): device `\(text.name)` is defined twice", .usage)
+                        throw PlainFailure("\(display): device `\(escapedForMessage(text.name))` is defined twice", .usage)
                     }
                     texts[text.name] = text
                     order.append(text.name)
+                    fileOfDevice[text.name] = fileIndex
                     if isDump { dumpNames.append(text.name) }
+                }
+            }
+            for number in dumpNumbers where devBindings[number.token] == nil { devBindings[number.token] = "@" + number.name }
+        }
+
+        /// A token bound with `--dev` twice, or bound with `--dev` and also a device a table defines, is
+        /// ambiguous: refused before anything is opened.
+        func refuseNamesBoundTwice() throws {
+            var seen: [String: String] = [:]
+            for binding in loader.bindings.devices {
+                if let earlier = seen[binding.token] {
+                    throw PlainFailure("--dev \(escapedForMessage(binding.token)) is bound twice (=\(escapedForMessage(earlier)) and =\(escapedForMessage(binding.target)))", .usage)
+                }
+                seen[binding.token] = binding.target
+                if let text = texts[binding.token] {
+                    throw PlainFailure("`\(escapedForMessage(binding.token))` is bound twice: --dev \(escapedForMessage(binding.token))=\(escapedForMessage(binding.target)) and the device of that name in \(text.path)"
+                        + " (keep one: the table builds the device, the --dev binding stands an image in for it)", .usage)
                 }
             }
         }
 
         /// The device to compose: `--top`, else the positional table's device, or for a dump the one
         /// device no other uses.
-        func topDevice() throws -> MappedDevice {
+        func topName() throws -> String {
             if let name = loader.bindings.top {
-                guard let device = built[name] else {
-                    throw PlainFailure("--top \(name): no table defines a device of that name (known: \(order.joined(separator: ", ")))", .usage)
+                guard texts[name] != nil else {
+                    throw PlainFailure("--top \(escapedForMessage(name)): no table defines a device of that name (known: \(order.map(escapedForMessage).joined(separator: ", ")))", .usage)
                 }
-                return device
+                return name
             }
             if !dumpNames.isEmpty {
+                var referenced = Set<String>()
+                for name in dumpNames { try forEachLowerDevice(of: name) { referenced.insert($0) } }
                 let unused = dumpNames.filter { !referenced.contains($0) }
-                guard unused.count == 1, let device = built[unused[0]] else {
-                    throw PlainFailure("the dump defines several devices that no other uses (\(unused.joined(separator: ", "))): choose one with --top NAME", .usage)
+                guard unused.count == 1 else {
+                    throw PlainFailure("the dump defines several devices that no other uses (\(unused.map(escapedForMessage).joined(separator: ", "))): choose one with --top NAME", .usage)
                 }
-                return device
+                return unused[0]
             }
-            return built[order[order.count - 1]]!
+            return order[order.count - 1]
         }
 
+        /// The mapped device `token` names, as `lookUp` will resolve it (nil: an image, or an unknown
+        /// `@NAME`, which `lookUp` reports).
+        func mappedName(_ token: String) -> String? {
+            if let target = devBindings[token] {
+                guard target.hasPrefix("@") else { return nil }
+                let name = String(target.dropFirst())
+                return texts[name] != nil ? name : nil
+            }
+            return texts[token] != nil ? token : nil
+        }
+
+        /// Calls `body` with each mapped device an argument of `name`'s lines names (any argument may be
+        /// a device; which are is the target's business, and a name that is not one is never looked up).
+        func forEachLowerDevice(of name: String, _ body: (String) throws -> Void) throws {
+            guard let text = texts[name] else { return }
+            try text.forEachLine { line in
+                for argument in line.arguments { if let lower = mappedName(argument) { try body(lower) } }
+            }
+        }
+
+        /// Every device `top` uses, directly or below, and `top` itself, lowest first. A depth-first
+        /// walk with its own stack; a device met again on the current path is a cycle.
+        func devicesNeeded(by roots: [String]) throws -> [String] {
+            struct Frame { var name: String; var lower: [String]; var next = 0 }
+            func lowerDevices(_ name: String) throws -> [String] {
+                var seen = Set<String>()
+                var result: [String] = []
+                try forEachLowerDevice(of: name) { if seen.insert($0).inserted { result.append($0) } }
+                return result
+            }
+            var done = Set<String>()
+            var result: [String] = []
+            for top in roots where !done.contains(top) {
+            var onPath: [String: Int] = [top: 0]
+            var stack = [Frame(name: top, lower: try lowerDevices(top))]
+            while !stack.isEmpty {
+                let last = stack.count - 1
+                if stack[last].next < stack[last].lower.count {
+                    let lower = stack[last].lower[stack[last].next]
+                    stack[last].next += 1
+                    if done.contains(lower) { continue }
+                    if let index = onPath[lower] {
+                        let cycle = (stack[index...].map(\.name) + [lower]).map(escapedForMessage).joined(separator: " → ")
+                        throw TableError(path: texts[lower]!.path, line: nil, message: "Device lookup failed",
+                                         detail: "device `\(escapedForMessage(lower))` uses itself: \(cycle)", hint: "a table cannot map onto its own device")
+                    }
+                    onPath[lower] = stack.count
+                    stack.append(Frame(name: lower, lower: try lowerDevices(lower)))
+                } else {
+                    let frame = stack.removeLast()
+                    onPath[frame.name] = nil
+                    done.insert(frame.name)
+                    result.append(frame.name)
+                }
+            }
+            }
+            return result
+        }
+
+        /// `--table` devices the needed ones do not use but whose lines name a device token that the
+        /// needed tables name too.
+        func siblingTables(of needed: [String]) -> [String] {
+            let neededSet = Set(needed)
+            let candidates = loader.bindings.tables.compactMap(\.name).filter { texts[$0] != nil && !neededSet.contains($0) }
+            if candidates.isEmpty { return [] }
+            var tokens = Set<String>()
+            for name in needed { texts[name]?.forEachLine { tokens.formUnion($0.arguments.filter { !isNumber($0) }) } }
+            var result: [String] = []
+            for file in loader.bindings.tables {
+                guard let name = file.name, texts[name] != nil, !neededSet.contains(name) else { continue }
+                var shares = false
+                texts[name]?.forEachLine { line in if line.arguments.contains(where: { !isNumber($0) && tokens.contains($0) }) { shares = true } }
+                if shares { result.append(name) }
+            }
+            return result
+        }
+
+        func isNumber(_ s: String) -> Bool { s.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } }
+
+        /// `--dev`, `--dmsetup-ls` and `--table` given for devices no table that is built uses are
+        /// mistakes (a README example once bound names its table did not use, and composed something
+        /// else): refused before any image is opened.
+        func refuseUnusedBindings(_ needed: [String]) throws {
+            let userTokens = Set(loader.bindings.devices.map(\.token))
+            let listedTokens = Set(loader.bindings.listed.map(\.token))
+            var used = Set<String>()
+            if !userTokens.isEmpty || !listedTokens.isEmpty {
+                for name in needed {
+                    try texts[name]?.forEachLine { line in
+                        for argument in line.arguments where userTokens.contains(argument) || listedTokens.contains(argument) {
+                            used.insert(argument)
+                        }
+                    }
+                }
+            }
+            // A `--dev T=@NAME` binding is used when T is; the device it names then is too.
+            for binding in loader.bindings.devices where !used.contains(binding.token) {
+                throw PlainFailure("--dev \(escapedForMessage(binding.token))=\(escapedForMessage(binding.target)): no table that is loaded uses `\(escapedForMessage(binding.token))`"
+                    + " (the tables for device \(escapedForMessage(needed.last ?? "")) name: \(namedTokens(needed)))", .usage)
+            }
+            if let path = loader.bindings.listedFrom, !listedTokens.isEmpty, used.isDisjoint(with: listedTokens) {
+                throw PlainFailure("--dmsetup-ls \(path): no table that is loaded uses any device it lists"
+                    + " (the tables for device \(escapedForMessage(needed.last ?? "")) name: \(namedTokens(needed)))", .usage)
+            }
+            let neededSet = Set(needed).union(siblingTables(of: needed))
+            for (index, file) in loader.bindings.tables.enumerated() where file.name != nil {
+                let defined = order.filter { fileOfDevice[$0] == index }
+                if !defined.contains(where: neededSet.contains) {
+                    throw PlainFailure("--table \(escapedForMessage(file.name!))=\(file.path): no table that is loaded uses device \(escapedForMessage(file.name!))", .usage)
+                }
+            }
+        }
+
+        /// The device tokens the needed tables name (for the unused-binding message), at most a few.
+        func namedTokens(_ needed: [String]) -> String {
+            var tokens: [String] = []
+            var seen = Set<String>()
+            for name in needed.reversed() {
+                texts[name]?.forEachLine { line in
+                    for argument in line.arguments where tokens.count < 8 && !argument.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+                        if seen.insert(argument).inserted { tokens.append(escapedForMessage(argument)) }
+                    }
+                }
+            }
+            return tokens.isEmpty ? "no devices" : tokens.joined(separator: ", ")
+        }
+
+        @discardableResult
         func build(_ name: String) throws -> MappedDevice {
             if let device = built[name] { return device }
             guard let text = texts[name] else { preconditionFailure("build of unknown table \(name)") }
-            if let index = building.firstIndex(of: name) {
-                let cycle = (building[index...] + [name]).joined(separator: " → ")
-                throw TableError(path: text.path, line: nil, message: "Device lookup failed",
-                                 detail: "device `\(name)` uses itself: \(cycle)", hint: "a table cannot map onto its own device")
-            }
-            building.append(name)
-            defer { building.removeLast() }
 
             var segments: [Segment] = []
             segments.reserveCapacity(text.lineCount)
@@ -163,7 +335,8 @@ public struct TableLoader {
             }
             var context = TargetContext(
                 lookup: { token throws(TargetError) in try guarded { try self.resolve(token, from: name) } },
-                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } })
+                compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } },
+                deviceName: name, suppliedKey: try suppliedKey(for: name))
             try text.forEachLine { line in
                 let fail = { (message: String, detail: String?) in
                     TableError(path: text.path, line: line.number, message: message, detail: detail)
@@ -174,8 +347,7 @@ public struct TableLoader {
                     throw fail("too large device", "the segment would end past sector \(maxDeviceSectors) (2^54 − 1), the kernel's limit")
                 }
                 guard let type = loader.targets.first(where: { $0.name == line.target }) else {
-                    throw TableError(path: text.path, line: line.number, message: "unknown target type",
-                                     detail: "`\(line.target)`", hint: "known targets: \(loader.targets.map { $0.name }.joined(separator: ", ")); names are case-sensitive")
+                    throw unavailableTarget(line, text: text, device: name)
                 }
                 if line.start != end {
                     throw fail("Gap in table", line.start > end
@@ -190,7 +362,7 @@ public struct TableLoader {
                 } catch let error as TargetError {
                     if let lookupError { throw lookupError }
                     throw TableError(path: text.path, line: line.number, target: line.target, message: error.message,
-                                     detail: error.detail, hint: error.hint, exitStatus: error.exitStatus)
+                                     detail: error.detail, hint: StatusOutput.hint(for: line) ?? error.hint, exitStatus: error.exitStatus)
                 }
                 segments.append(Segment(start: Sector(line.start), length: Sector(line.length), line: line.number, target: target))
                 end = tableEnd
@@ -199,6 +371,58 @@ public struct TableLoader {
             let device = MappedDevice(name: name, tablePath: text.path, segments: segments)
             built[name] = device
             return device
+        }
+
+        /// Key files read, by path; a key is read once however many devices use it.
+        var keysByPath: [String: SecretBytes] = [:]
+
+        /// The key `--key NAME=FILE` supplies for device `name` (or `--key FILE` for all): the file's
+        /// raw bytes, as cryptsetup's `--volume-key-file` holds them.
+        func suppliedKey(for name: String) throws -> SecretBytes? {
+            let keys = loader.bindings.keys
+            guard let path = keys.last(where: { $0.device == name })?.path ?? keys.last(where: { $0.device == nil })?.path else {
+                return nil
+            }
+            if let key = keysByPath[path] { return key }
+            var bytes: [UInt8]
+            do {
+                bytes = try readWholeFile(path)
+            } catch let failure as IOFailure {
+                throw IOFailure(path: path, operation: failure.operation, errno: failure.errno, exitStatus: .noInput,
+                                hint: "the key file (--key) cannot be read")
+            }
+            defer { SecretBytes.wipe(&bytes) }
+            guard !bytes.isEmpty else {
+                throw PlainFailure("\(path): the key file (--key) is empty; it holds the raw key bytes", .dataError)
+            }
+            let key = SecretBytes(copying: bytes)
+            keysByPath[path] = key
+            return key
+        }
+
+        /// A line whose target imgmap has no implementation of: a kernel target it does not build (yet),
+        /// a misspelt name (a hint only when a known name is close), or a `dmsetup status` line.
+        func unavailableTarget(_ line: TableLine, text: TableText, device: String) -> TableError {
+            let known = loader.targets.map { $0.name }
+            if let status = StatusOutput.hint(for: line) {
+                return TableError(path: text.path, line: line.number, message: "Invalid format",
+                                  detail: "a `dmsetup status` line, not a table line", hint: status)
+            }
+            let numbers = devBindings.filter { $0.value == "@" + device }.map(\.key).sorted()
+            let standIn = "an image of device \(escapedForMessage(device)) (for example read from /dev/mapper/\(escapedForMessage(device)) on the original machine) can stand in for it:"
+                + " bind what the tables above it name it, --dev \(numbers.first ?? "MAJOR:MINOR")=that.img"
+            if KernelTargets.names.contains(line.target) {
+                return TableError(path: text.path, line: line.number, target: line.target, message: "target not implemented",
+                                  detail: "imgmap does not implement the kernel's `\(escapedForMessage(line.target))` target (yet); it implements \(known.joined(separator: ", "))",
+                                  hint: standIn, exitStatus: .dataError)
+            }
+            if let close = KernelTargets.closest(to: line.target, among: known + KernelTargets.names) {
+                return TableError(path: text.path, line: line.number, message: "unknown target type",
+                                  detail: "`\(escapedForMessage(line.target))`", hint: "did you mean `\(close)`? target names are case-sensitive")
+            }
+            return TableError(path: text.path, line: line.number, message: "unknown target type",
+                              detail: "`\(escapedForMessage(line.target))`: imgmap does not implement a target of that name; it implements \(known.joined(separator: ", "))",
+                              hint: standIn)
         }
 
         /// The kernel's `device_area_is_invalid`, run once the table is complete. A zero-sized device is
@@ -240,6 +464,11 @@ public struct TableLoader {
         }
 
         func lookUp(_ token: String, from user: String) throws -> Device {
+            // open(2) would stop at the NUL and open the file named by the bytes before it.
+            if let nul = token.utf8.firstIndex(of: 0) {
+                throw TargetError("Device lookup failed",
+                                  detail: "`\(token.map { $0 == "\0" ? "\\0" : String($0) }.joined())` holds a NUL byte (byte \(token.utf8.distance(from: token.utf8.startIndex, to: nul) + 1)); no file name can hold one")
+            }
             if let target = devBindings[token] {
                 if target.hasPrefix("@") {
                     let name = String(target.dropFirst())
@@ -247,16 +476,20 @@ public struct TableLoader {
                         throw TargetError("Device lookup failed", detail: "`\(token)` is bound to @\(name), but no table defines device \(name)",
                                           exitStatus: .usage)
                     }
-                    referenced.insert(name)
-                    return .mapped(try build(name))
+                    return .mapped(try lower(name))
                 }
                 return try openLeaf(target, token: token, bound: true)
             }
             if texts[token] != nil {
-                referenced.insert(token)
-                return .mapped(try build(token))
+                return .mapped(try lower(token))
             }
             return try openLeaf(token, token: token, bound: false)
+        }
+
+        /// A lower device: built before the devices that use it (`devicesNeeded` orders them so).
+        func lower(_ name: String) throws -> MappedDevice {
+            guard let device = built[name] else { preconditionFailure("device \(name) used before it was built") }
+            return device
         }
 
         /// A compress target's device: the token must name an image file, read as BGZF.
@@ -288,7 +521,7 @@ public struct TableLoader {
             } catch {
                 let placeholder = ImageFile(descriptor: -1, path: path, writable: false, owned: false)
                 switch loader.strictness {
-                case .lenient:
+                case .lenient, .deviceNumbersUnchecked where !bound && isDeviceNumber(token):
                     let leaf = LeafFile(path: path, image: placeholder, size: .zero, sizeKnown: false)
                     leavesByPath[path] = leaf
                     unopened.append(token)
@@ -300,11 +533,11 @@ public struct TableLoader {
                         unopened.append(token)
                         return .leaf(leaf)
                     }
-                case .openAll:
+                case .openAll, .deviceNumbersUnchecked:
                     break
                 }
                 var hint = bound ? nil : "bind the name to an image with --dev \(token)=PATH"
-                if !bound && token.contains(":") && token.allSatisfy({ $0.isNumber || $0 == ":" }) {
+                if !bound && isDeviceNumber(token) {
                     hint = "a device number from a `dmsetup table` dump: bind it with --dev \(token)=IMAGE, or --dev \(token)=@NAME / --dmsetup-ls FILE for another dm device"
                 }
                 throw TargetError("Device lookup failed", detail: "\(path): \(errnoDescription(error.errno))", hint: hint,
@@ -323,8 +556,49 @@ public struct TableLoader {
     }
 }
 
+/// The most bytes a table file may hold: the kernel takes at most 1 GiB of table in one ioctl
+/// (`DM_MAX_TARGETS` × `DM_MAX_TARGET_PARAMS`, checked in dm-ioctl.c `copy_params`).
+public let maxTableFileBytes = 1 << 30
+
+/// The longest line imgmap reads in a table. dmsetup reads lines of any length (getline) and the kernel
+/// bounds only the whole table; this is imgmap's own bound, far above any real target line (a raid line
+/// with 253 legs is a few KB), so that a file that is not a table fails fast.
+public let maxTableLineBytes = 16 << 20
+
+/// Reads a table file (`-` is stdin) in bounded memory: a NUL byte (a binary file, `/dev/zero`), a line
+/// longer than `maxTableLineBytes` or a file larger than `maxTableFileBytes` is refused as soon as it
+/// is read, without reading on.
+public func readTableFile(_ path: String) throws -> [UInt8] {
+    let display = path == "-" ? "<stdin>" : path
+    var line = 1
+    var lineLength = 0
+    return try readWholeFile(path, limit: maxTableFileBytes) { bytes in
+        for i in bytes.indices {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\n") {
+                line += 1
+                lineLength = 0
+                continue
+            }
+            if c == 0 {
+                throw TableError(path: display, line: line, message: "Invalid format",
+                                 detail: "a NUL byte at byte \(i): this is a binary file, not table text")
+            }
+            lineLength += 1
+            if lineLength > maxTableLineBytes {
+                throw TableError(path: display, line: line, message: "Invalid format",
+                                 detail: "the line is longer than \(maxTableLineBytes >> 20) MiB, imgmap's limit for a table line")
+            }
+        }
+    } tooLarge: {
+        TableError(path: display, line: nil, message: "too large table",
+                   detail: "more than \(maxTableFileBytes >> 30) GiB of table text; the kernel takes at most 1 GiB of table (DM_MAX_TARGETS × DM_MAX_TARGET_PARAMS)")
+    }
+}
+
 /// Reads a whole (small) file: a table or a list. `-` reads standard input.
-public func readWholeFile(_ path: String) throws -> [UInt8] {
+public func readWholeFile(_ path: String, limit: Int = Int.max, check: (ArraySlice<UInt8>) throws -> Void = { _ in },
+                          tooLarge: () -> Error = { PlainFailure("the file is too large", .dataError) }) throws -> [UInt8] {
     let file: ImageFile
     var expected = 0
     if path == "-" {
@@ -336,18 +610,31 @@ public func readWholeFile(_ path: String) throws -> [UInt8] {
             throw IOFailure(path: path, operation: "read", errno: EISDIR, exitStatus: .noInput)
         }
         if (st.st_mode & S_IFMT) == S_IFREG { expected = Int(st.st_size) }
+        if expected > limit { throw tooLarge() }
     }
     // Read straight into the result, sized once for a regular file; a pipe grows it as it comes.
-    var result = [UInt8](repeating: 0, count: max(expected + 1, 1 << 16))
+    // The check sees what was read so far after every read, so a bad input stops early.
+    var result = [UInt8](repeating: 0, count: max(min(expected, limit) + 1, 1 << 16))
     var count = 0
     while true {
-        if count == result.count { result.append(contentsOf: repeatElement(0, count: result.count)) }
+        if count == result.count {
+            if count > limit { throw tooLarge() }
+            result.append(contentsOf: repeatElement(0, count: result.count))
+        }
         let n = try result.withUnsafeMutableBytes { bytes in
             try file.readSequential(into: UnsafeMutableRawBufferPointer(rebasing: bytes[count...]))
         }
         if n == 0 { break }
         count += n
+        if count > limit { throw tooLarge() }
+        try check(result[(count - n)..<count])
     }
     result.removeSubrange(count...)
     return result
+}
+
+/// `MAJOR:MINOR`, as a `dmsetup table` dump names block devices.
+func isDeviceNumber(_ token: String) -> Bool {
+    let parts = token.split(separator: ":", omittingEmptySubsequences: false)
+    return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && $0.utf8.allSatisfy { $0 >= 48 && $0 <= 57 } }
 }

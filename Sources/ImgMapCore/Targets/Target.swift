@@ -108,6 +108,11 @@ public enum MappedPiece {
 public struct TargetContext {
     let lookup: (String) throws(TargetError) -> Device
     let lookupCompressed: (String) throws(TargetError) -> Device
+    /// The name of the device whose table is being loaded (for messages), when known.
+    public var deviceName: String?
+    /// Key material the user supplied for this device (`--key NAME=FILE`), for targets whose table
+    /// holds no usable key (crypt's keyring keys, the zeros of a `dmsetup table` dump).
+    public var suppliedKey: SecretBytes?
     /// The segment's first sector in its table. Most targets map relative to it; dm-snap's targets map
     /// by the absolute sector (the kernel's `snapshot_map` and `origin_map` never subtract it).
     public internal(set) var start: Sector = .zero
@@ -118,9 +123,12 @@ public struct TargetContext {
     public init(lookup: @escaping (String) throws(TargetError) -> Device,
                 compressed: @escaping (String) throws(TargetError) -> Device = { token throws(TargetError) in
                     throw TargetError("Device lookup failed", detail: "\(token): no compressed images here")
-                }) {
+                },
+                deviceName: String? = nil, suppliedKey: SecretBytes? = nil) {
         self.lookup = lookup
         self.lookupCompressed = compressed
+        self.deviceName = deviceName
+        self.suppliedKey = suppliedKey
     }
 
     /// The device `token` names: a `--dev` binding, a lower table, or a path.

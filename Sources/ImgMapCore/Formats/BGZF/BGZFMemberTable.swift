@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Where every data member of one BGZF file starts, compressed and uncompressed, plus a sentinel for
 /// the end (the EOF member's start, the total size). Built once per file, from its `.gzi` or by walking
 /// member headers, then shared read-only by any number of readers. 16 bytes per member.
@@ -9,6 +11,10 @@ final class BGZFMemberTable: Sendable {
     /// The `.gzi` the table came from, for messages when a member disagrees with it.
     let indexPath: String?
 
+    /// How many members from the first are known to agree with the table: all of them for a table built
+    /// by walking; for one from a `.gzi`, those checked so far by `checkIndex(through:file:)`.
+    private let checkedCount: Mutex<Int>
+
     var memberCount: Int { compressedStarts.count - 1 }
     var uncompressedSize: UInt64 { uncompressedStarts[memberCount] }
 
@@ -16,6 +22,33 @@ final class BGZFMemberTable: Sendable {
         self.compressedStarts = compressedStarts
         self.uncompressedStarts = uncompressedStarts
         self.indexPath = indexPath
+        self.checkedCount = Mutex(indexPath == nil ? compressedStarts.count - 1 : 0)
+    }
+
+    /// A `.gzi` can be plausible and wrong (every uncompressed offset shifted by 512, say): each member
+    /// read checks its own header and ISIZE against its entry, but only a walk from the start shows that
+    /// the offsets are the sums of the ISIZEs before them. So before member `member` is used, the
+    /// members before it not yet checked are walked (header and ISIZE, two small preads each, once per
+    /// table), and an entry that disagrees is a `BGZFError` naming the index (exit 65).
+    func checkIndex(through member: Int, file: ImageFile) throws {
+        guard let indexPath else { return }
+        try checkedCount.withLock { (checked: inout Int) throws -> Void in
+            // `member` itself is checked by the reader that inflates it (its header, size and ISIZE).
+            guard checked < member else { return }
+            var walker = BGZFHeaderWalker(file: file, fileSize: try file.byteSize())
+            for m in checked..<member {
+                let found = try walker.member(at: compressedStarts[m], expectedBy: indexPath)
+                let size = compressedStarts[m + 1] - compressedStarts[m]
+                let isize = uncompressedStarts[m + 1] - uncompressedStarts[m]
+                guard UInt64(found.size) == size, UInt64(found.uncompressedSize) == isize else {
+                    throw BGZFError(path: indexPath, "says member \(m) of \(file.path) (at offset \(compressedStarts[m])) holds "
+                        + "\(size) bytes for uncompressed bytes \(uncompressedStarts[m])..<\(uncompressedStarts[m + 1]), but it holds "
+                        + "\(found.size) bytes for \(found.uncompressedSize) (ISIZE): the index belongs to another file or a different "
+                        + "version of it (delete it or rebuild it)")
+                }
+                checked = m + 1
+            }
+        }
     }
 
     /// The member holding uncompressed byte `offset` (< uncompressedSize): the last one starting at or

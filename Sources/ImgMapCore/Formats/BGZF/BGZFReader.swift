@@ -41,11 +41,11 @@ public final class BGZFReader {
         case .walkHeaders:
             gzi = nil
         case .gzi(let path):
-            gzi = (try BGZFIndex.read(from: try ImageFile(openForReading: path)), path)
+            gzi = (try BGZFIndex.read(from: try ImageFile(openRegularFile: path)), path)
         case .automatic:
             let path = file.path + ".gzi"
             if access(path, F_OK) == 0 {
-                gzi = (try BGZFIndex.read(from: try ImageFile(openForReading: path)), path)
+                gzi = (try BGZFIndex.read(from: try ImageFile(openRegularFile: path)), path)
             } else {
                 gzi = nil
             }
@@ -111,6 +111,7 @@ public final class BGZFReader {
     private func load(member: Int) throws {
         guard member != cachedMember else { return }
         cachedMember = -1
+        try table.checkIndex(through: member, file: file)
         let start = table.compressedStarts[member]
         let size = Int(table.compressedStarts[member + 1] - start)
         let expectedSize = Int(table.uncompressedStarts[member + 1] - table.uncompressedStarts[member])

@@ -4,7 +4,8 @@
 /// `BlocksCount` against `ImageSize`, `BmapFileChecksum` (computed over the file with its own value
 /// replaced by zeros), ranges sorted, non-overlapping and inside `BlocksCount`, `MappedBlocksCount`
 /// equal to the blocks in the ranges, and the form of every checksum. Format 1.3 uses sha1 with
-/// `BmapFileSHA1` and `sha1=`; 1.4 is 2.0 under another number; 1.0–1.2 carry no checksums.
+/// `BmapFileSHA1` and `sha1=`; 1.4 is 2.0 under another number; 1.0–1.2 have no file checksum but
+/// their ranges may carry `sha1=`.
 /// Cost: linear in the file's size, which is held in memory while parsing.
 public struct BmapFile: Equatable, Sendable {
     /// The `version` attribute as written, e.g. `2.0`.
@@ -15,7 +16,7 @@ public struct BmapFile: Equatable, Sendable {
     public var blockSize: UInt64
     public var blocksCount: UInt64
     public var mappedBlocksCount: UInt64
-    /// nil for formats before 1.3, which have no checksums.
+    /// SHA-1 for every 1.x format before 1.4 (whose ranges may carry `sha1=`).
     public var checksumType: BmapChecksumType?
     /// The file's own checksum as written (already verified).
     public var fileChecksum: String?
@@ -120,9 +121,11 @@ public struct BmapFile: Equatable, Sendable {
             fileChecksumName = "BmapFileSHA1"
             rangeChecksumName = "sha1"
         } else {
-            checksumType = nil
+            // 1.0–1.2 have no checksum of the file itself, but a range may carry `sha1=` (bmaptool reads
+            // it as SHA-1 for every 1.x file): checked like any other, never reported as passed unseen.
+            checksumType = .sha1
             fileChecksumName = nil
-            rangeChecksumName = nil
+            rangeChecksumName = "sha1"
         }
 
         // The file's own checksum: the value's bytes replaced by '0's, then hashed.

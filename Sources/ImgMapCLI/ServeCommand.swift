@@ -1,0 +1,151 @@
+import ArgumentParser
+import ImgMapCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the mapped device over NBD (Network Block Device), for qemu, nbdcopy, nbdfuse and other clients.",
+        discussion: """
+            Serves the mapped device live, without composing it: reads go through the sector map (an error \
+            segment answers EIO), block status reports zero segments and image holes as holes. Read-only \
+            unless --writable, which writes through the write path as scatter does (zero segments drop \
+            writes, error segments fail with EIO, FLUSH fsyncs the members). Listens on a Unix socket \
+            (--socket), on TCP (--listen, loopback unless an address is given), or on a socket handed \
+            over by socket activation (LISTEN_FDS). The fixed newstyle handshake without TLS: use it on \
+            loopback and Unix sockets only. Prints the URI, then serves until SIGINT or SIGTERM.
+
+            With --run CMD the server is captive: CMD runs under /bin/sh -c with $uri, $unixsocket and \
+            $nbd set, the server stops when CMD ends and imgmap exits with CMD's status.
+
+            EXAMPLES:
+              imgmap serve raid0.table --dev m0=a.img --dev m1=b.img --run 'nbdcopy "$uri" out.img'
+              imgmap serve disk.table --run 'qemu-img convert -O qcow2 "$uri" disk.qcow2'
+              imgmap serve disk.table --run 'nbdfuse mnt/disk "$uri" & sleep 1; e2fsck -n mnt/disk; fusermount -u mnt'
+              imgmap serve disk.table --socket /tmp/disk.sock &   # then: qemu-img info 'nbd+unix:///?socket=/tmp/disk.sock'
+              imgmap serve disk.table --listen 10809 --writable   # then: qemu-system-x86_64 -drive file=nbd://127.0.0.1:10809/
+            """)
+
+    @OptionGroup var tables: TableOptions
+
+    @Option(help: ArgumentHelp("Listen on a Unix socket at PATH.", valueName: "PATH"))
+    var socket: String?
+
+    @Option(help: ArgumentHelp("Listen on TCP: PORT on loopback, or ADDR:PORT (IPv4).", valueName: "[ADDR:]PORT"))
+    var listen: String?
+
+    @Flag(help: "Accept writes (into the member images, as scatter writes).")
+    var writable = false
+
+    @Option(name: .customLong("run"), help: ArgumentHelp("Run CMD with $uri, $unixsocket and $nbd set; stop when it ends and exit with its status.", valueName: "CMD"))
+    var command: String?
+
+    @Option(help: "The export name clients may ask for (any name is accepted when empty).")
+    var exportName = ""
+
+    func validate() throws {
+        if socket != nil, listen != nil { throw ValidationError("--socket and --listen cannot be combined") }
+        if let listen, NBDListenAddress.parseListen(listen) == nil {
+            throw ValidationError("--listen \(listen): expected PORT or ADDR:PORT")
+        }
+    }
+
+    func run() throws {
+        let loaded = try tables.load()
+        let map = SectorMap(top: loaded.top)
+        var writers: [ObjectIdentifier: ImageFile]?
+        if writable {
+            var opened: [ObjectIdentifier: ImageFile] = [:]
+            for leaf in loaded.leaves where leaf.backing.isRaw {
+                do {
+                    opened[ObjectIdentifier(leaf)] = try ImageFile(openForReading: leaf.path, writable: true)
+                } catch {
+                    throw IOFailure(path: leaf.path, operation: "open for writing", errno: error.errno, exitStatus: .cannotCreate)
+                }
+            }
+            writers = opened
+        }
+        let export = NBDExport(map: map, name: exportName, writers: writers)
+
+        var temporaryDirectory: String?
+        let address: NBDListenAddress
+        if let socket {
+            address = .unix(path: socket)
+        } else if let listen {
+            address = NBDListenAddress.parseListen(listen)!
+        } else if let activated = NBDListenAddress.fromEnvironment() {
+            address = activated
+        } else if command != nil {
+            var template = Array("\(String(cString: getenv("TMPDIR") ?? strdup("/tmp")))/imgmap-serve-XXXXXX".utf8CString)
+            guard mkdtemp(&template) != nil else { throw IOFailure(path: "/tmp", operation: "mkdtemp", errno: errno, exitStatus: .cannotCreate) }
+            let dir = String(cString: template)
+            temporaryDirectory = dir
+            address = .unix(path: dir + "/nbd.sock")
+        } else {
+            throw ValidationError("say where to listen: --socket PATH, --listen [ADDR:]PORT, or --run CMD (or start under socket activation)")
+        }
+
+        // SIGINT, SIGTERM and SIGCHLD are taken with sigwait on this thread; every thread started
+        // after this inherits the mask, so no connection thread is interrupted.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGINT, SIGTERM, SIGCHLD] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let server = try NBDServer(export: export, address: address)
+        func cleanUp() {
+            server.removeSocket()
+            if let temporaryDirectory { rmdir(temporaryDirectory) }
+        }
+        startDetachedThread { server.run() }
+
+        guard let command else {
+            let line = Array((server.uri + "\n").utf8)
+            _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
+            var received: Int32 = 0
+            repeat { sigwait(&signals, &received) } while received == SIGCHLD
+            cleanUp()
+            Glibc.exit(0)
+        }
+
+        setenv("uri", server.uri, 1)
+        setenv("nbd", server.qemuAddress, 1)
+        setenv("unixsocket", server.unixPath ?? "", 1)
+        let child = try spawnShell(command)
+        while true {
+            var received: Int32 = 0
+            sigwait(&signals, &received)
+            if received == SIGCHLD {
+                var status: Int32 = 0
+                let r = waitpid(child, &status, WNOHANG)
+                guard r == child else { continue }
+                cleanUp()
+                let exited = status & 0x7f == 0
+                Glibc.exit(exited ? (status >> 8) & 0xff : 128 + (status & 0x7f))
+            }
+            // Interrupted: pass the signal on and wait for the command to end.
+            kill(child, received)
+        }
+    }
+
+    /// Starts `/bin/sh -c command` with the default signal mask.
+    func spawnShell(_ command: String) throws -> pid_t {
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK))
+        var pid: pid_t = 0
+        var args: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command)]
+        args.append(nil)
+        defer { for a in args { free(a) } }
+        let rc = posix_spawn(&pid, "/bin/sh", nil, &attr, args, environ)
+        guard rc == 0 else { throw IOFailure(path: "/bin/sh", operation: "posix_spawn", errno: rc, exitStatus: .noInput) }
+        return pid
+    }
+}

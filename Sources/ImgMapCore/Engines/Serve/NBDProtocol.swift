@@ -1,0 +1,272 @@
+// The Network Block Device protocol, as doc/proto.md of the NetworkBlockDevice/nbd project states it:
+// the fixed newstyle handshake (no TLS), option haggling, and the transmission phase's requests and
+// replies (simple and structured). Everything here is a pure function over bytes, so the parsers can
+// be fuzzed (FuzzEntryPoints.nbdRequest) without a socket.
+
+/// Magic numbers, option, reply, flag and error codes of the NBD protocol (all big-endian on the wire).
+public enum NBD {
+    public static let initMagic: UInt64 = 0x4e42_444d_4147_4943  // "NBDMAGIC"
+    public static let optionMagic: UInt64 = 0x4948_4156_454f_5054  // "IHAVEOPT"
+    public static let optionReplyMagic: UInt64 = 0x0003_e889_0455_65a9
+    public static let requestMagic: UInt32 = 0x2560_9513
+    public static let simpleReplyMagic: UInt32 = 0x6744_6698
+    public static let structuredReplyMagic: UInt32 = 0x668e_33ef
+
+    // Handshake flags (server) and client flags.
+    public static let flagFixedNewstyle: UInt16 = 1 << 0
+    public static let flagNoZeroes: UInt16 = 1 << 1
+    public static let clientFixedNewstyle: UInt32 = 1 << 0
+    public static let clientNoZeroes: UInt32 = 1 << 1
+
+    // Options.
+    public static let optExportName: UInt32 = 1
+    public static let optAbort: UInt32 = 2
+    public static let optList: UInt32 = 3
+    public static let optStartTLS: UInt32 = 5
+    public static let optInfo: UInt32 = 6
+    public static let optGo: UInt32 = 7
+    public static let optStructuredReply: UInt32 = 8
+    public static let optListMetaContext: UInt32 = 9
+    public static let optSetMetaContext: UInt32 = 10
+
+    // Option replies.
+    public static let repAck: UInt32 = 1
+    public static let repServer: UInt32 = 2
+    public static let repInfo: UInt32 = 3
+    public static let repMetaContext: UInt32 = 4
+    public static let repErrUnsup: UInt32 = 0x8000_0001
+    public static let repErrPolicy: UInt32 = 0x8000_0002
+    public static let repErrInvalid: UInt32 = 0x8000_0003
+    public static let repErrUnknown: UInt32 = 0x8000_0006
+    public static let repErrTooBig: UInt32 = 0x8000_0009
+
+    // Info types.
+    public static let infoExport: UInt16 = 0
+    public static let infoName: UInt16 = 1
+    public static let infoDescription: UInt16 = 2
+    public static let infoBlockSize: UInt16 = 3
+
+    // Transmission flags.
+    public static let hasFlags: UInt16 = 1 << 0
+    public static let readOnly: UInt16 = 1 << 1
+    public static let sendFlush: UInt16 = 1 << 2
+    public static let sendFUA: UInt16 = 1 << 3
+    public static let sendTrim: UInt16 = 1 << 5
+    public static let sendWriteZeroes: UInt16 = 1 << 6
+    public static let sendDF: UInt16 = 1 << 7
+    public static let canMultiConn: UInt16 = 1 << 8
+    public static let sendCache: UInt16 = 1 << 10
+
+    // Commands and command flags.
+    public static let cmdRead: UInt16 = 0
+    public static let cmdWrite: UInt16 = 1
+    public static let cmdDisc: UInt16 = 2
+    public static let cmdFlush: UInt16 = 3
+    public static let cmdTrim: UInt16 = 4
+    public static let cmdCache: UInt16 = 5
+    public static let cmdWriteZeroes: UInt16 = 6
+    public static let cmdBlockStatus: UInt16 = 7
+    public static let cmdFlagFUA: UInt16 = 1 << 0
+    public static let cmdFlagNoHole: UInt16 = 1 << 1
+    public static let cmdFlagDF: UInt16 = 1 << 2
+    public static let cmdFlagReqOne: UInt16 = 1 << 3
+    public static let cmdFlagFastZero: UInt16 = 1 << 4
+
+    // Structured reply chunks.
+    public static let replyFlagDone: UInt16 = 1 << 0
+    public static let chunkNone: UInt16 = 0
+    public static let chunkOffsetData: UInt16 = 1
+    public static let chunkOffsetHole: UInt16 = 2
+    public static let chunkBlockStatus: UInt16 = 5
+    public static let chunkError: UInt16 = 0x8001
+
+    // base:allocation block status flags.
+    public static let stateHole: UInt32 = 1 << 0
+    public static let stateZero: UInt32 = 1 << 1
+
+    // Errors (the protocol's own numbers, equal to Linux errno values).
+    public static let EPERM: UInt32 = 1
+    public static let EIO: UInt32 = 5
+    public static let ENOMEM: UInt32 = 12
+    public static let EINVAL: UInt32 = 22
+    public static let ENOSPC: UInt32 = 28
+    public static let EOVERFLOW: UInt32 = 75
+    public static let ENOTSUP: UInt32 = 95
+    public static let ESHUTDOWN: UInt32 = 108
+
+    /// The size of a request header on the wire.
+    public static let requestHeaderSize = 28
+    /// The largest READ/WRITE payload served: the spec's recommended maximum block size. Larger requests
+    /// are refused (EINVAL, or EOVERFLOW for a read with structured replies, as proto.md allows), which
+    /// bounds each connection's buffer.
+    public static let maxPayload: UInt32 = 32 << 20
+    /// The longest option payload read during the handshake (names and queries are short).
+    public static let maxOptionLength: UInt32 = 64 << 10
+    /// The only meta context served.
+    public static let baseAllocation = "base:allocation"
+    public static let baseAllocationID: UInt32 = 1
+}
+
+/// One transmission-phase request header.
+public struct NBDRequest: Equatable, Sendable {
+    public var flags: UInt16
+    public var type: UInt16
+    public var cookie: UInt64
+    public var offset: UInt64
+    public var length: UInt32
+
+    /// Parses a 28-byte header; nil when the magic is wrong or the bytes are short (the connection is then
+    /// beyond recovery: proto.md says the server may close it).
+    public static func parse(_ bytes: some Collection<UInt8>) -> NBDRequest? {
+        var reader = BigEndianReader(bytes)
+        guard let magic = reader.u32(), magic == NBD.requestMagic,
+              let flags = reader.u16(), let type = reader.u16(), let cookie = reader.u64(),
+              let offset = reader.u64(), let length = reader.u32() else { return nil }
+        return NBDRequest(flags: flags, type: type, cookie: cookie, offset: offset, length: length)
+    }
+
+    public var bytes: [UInt8] {
+        var w = BigEndianWriter()
+        w.u32(NBD.requestMagic); w.u16(flags); w.u16(type); w.u64(cookie); w.u64(offset); w.u32(length)
+        return w.bytes
+    }
+
+    /// What a request on an export of `size` bytes is answered with before any I/O: nil when it may go
+    /// ahead, else the NBD error. `writable` and `structured` are what was negotiated.
+    public func check(exportSize size: UInt64, writable: Bool, structured: Bool) -> UInt32? {
+        switch type {
+        case NBD.cmdRead, NBD.cmdWrite, NBD.cmdTrim, NBD.cmdWriteZeroes, NBD.cmdCache, NBD.cmdBlockStatus:
+            if type == NBD.cmdWrite || type == NBD.cmdTrim || type == NBD.cmdWriteZeroes, !writable { return NBD.EPERM }
+            if type == NBD.cmdRead || type == NBD.cmdWrite, length > NBD.maxPayload {
+                return type == NBD.cmdRead && structured ? NBD.EOVERFLOW : NBD.EINVAL
+            }
+            guard offset <= size, UInt64(length) <= size - offset else { return NBD.EINVAL }
+            if type == NBD.cmdBlockStatus, !structured { return NBD.EINVAL }
+            return nil
+        case NBD.cmdFlush:
+            return nil
+        default:
+            return NBD.EINVAL
+        }
+    }
+}
+
+/// What NBD_OPT_INFO and NBD_OPT_GO ask: an export name and the info types wanted.
+public struct NBDInfoRequest: Equatable, Sendable {
+    public var name: String
+    public var infos: [UInt16]
+
+    public static func parse(_ bytes: some Collection<UInt8>) -> NBDInfoRequest? {
+        var reader = BigEndianReader(bytes)
+        guard let nameLength = reader.u32(), let name = reader.take(Int(min(nameLength, UInt32(Int32.max)))),
+              let count = reader.u16() else { return nil }
+        var infos: [UInt16] = []
+        for _ in 0..<count {
+            guard let info = reader.u16() else { return nil }
+            infos.append(info)
+        }
+        guard reader.isAtEnd else { return nil }
+        return NBDInfoRequest(name: String(decoding: name, as: UTF8.self), infos: infos)
+    }
+}
+
+/// What NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT ask: an export name and queries.
+public struct NBDMetaContextRequest: Equatable, Sendable {
+    public var name: String
+    public var queries: [String]
+
+    public static func parse(_ bytes: some Collection<UInt8>) -> NBDMetaContextRequest? {
+        var reader = BigEndianReader(bytes)
+        guard let nameLength = reader.u32(), let name = reader.take(Int(min(nameLength, UInt32(Int32.max)))),
+              let count = reader.u32() else { return nil }
+        var queries: [String] = []
+        var left = count
+        while left > 0 {
+            guard let length = reader.u32(), let query = reader.take(Int(min(length, UInt32(Int32.max)))) else { return nil }
+            queries.append(String(decoding: query, as: UTF8.self))
+            left -= 1
+        }
+        guard reader.isAtEnd else { return nil }
+        return NBDMetaContextRequest(name: String(decoding: name, as: UTF8.self), queries: queries)
+    }
+
+    /// Whether `query` selects base:allocation (the exact name, or the whole `base:` namespace when
+    /// listing).
+    public static func selectsBaseAllocation(_ query: String, listing: Bool) -> Bool {
+        query == NBD.baseAllocation || (listing && query == "base:")
+    }
+}
+
+/// Reads big-endian integers from a byte collection without trapping on short input.
+public struct BigEndianReader<C: Collection<UInt8>> {
+    let bytes: C
+    var index: C.Index
+
+    public init(_ bytes: C) {
+        self.bytes = bytes
+        index = bytes.startIndex
+    }
+
+    public var isAtEnd: Bool { index == bytes.endIndex }
+
+    mutating func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
+        var value: T = 0
+        for _ in 0..<MemoryLayout<T>.size {
+            guard index != bytes.endIndex else { return nil }
+            value = value << 8 | T(bytes[index])
+            index = bytes.index(after: index)
+        }
+        return value
+    }
+
+    public mutating func u16() -> UInt16? { integer(UInt16.self) }
+    public mutating func u32() -> UInt32? { integer(UInt32.self) }
+    public mutating func u64() -> UInt64? { integer(UInt64.self) }
+
+    public mutating func take(_ count: Int) -> [UInt8]? {
+        guard bytes.distance(from: index, to: bytes.endIndex) >= count else { return nil }
+        let end = bytes.index(index, offsetBy: count)
+        defer { index = end }
+        return Array(bytes[index..<end])
+    }
+}
+
+/// Builds big-endian messages.
+public struct BigEndianWriter {
+    public var bytes: [UInt8] = []
+    public init() {}
+    public mutating func u16(_ v: UInt16) { bytes += [UInt8(v >> 8), UInt8(v & 0xff)] }
+    public mutating func u32(_ v: UInt32) { for s in stride(from: 24, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt32(s))) } }
+    public mutating func u64(_ v: UInt64) { for s in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) } }
+    public mutating func append(_ b: [UInt8]) { bytes += b }
+    public mutating func string(_ s: String) { bytes += Array(s.utf8) }
+}
+
+extension NBD {
+    /// An option reply header plus payload.
+    public static func optionReply(option: UInt32, type: UInt32, payload: [UInt8] = []) -> [UInt8] {
+        var w = BigEndianWriter()
+        w.u64(optionReplyMagic); w.u32(option); w.u32(type); w.u32(UInt32(payload.count)); w.append(payload)
+        return w.bytes
+    }
+
+    public static func simpleReply(error: UInt32, cookie: UInt64) -> [UInt8] {
+        var w = BigEndianWriter()
+        w.u32(simpleReplyMagic); w.u32(error); w.u64(cookie)
+        return w.bytes
+    }
+
+    public static func chunkHeader(flags: UInt16, type: UInt16, cookie: UInt64, length: UInt32) -> [UInt8] {
+        var w = BigEndianWriter()
+        w.u32(structuredReplyMagic); w.u16(flags); w.u16(type); w.u64(cookie); w.u32(length)
+        return w.bytes
+    }
+
+    /// A final NBD_REPLY_TYPE_ERROR chunk with a short message.
+    public static func errorChunk(error: UInt32, cookie: UInt64, message: String) -> [UInt8] {
+        let text = Array(message.utf8.prefix(4096))
+        var payload = BigEndianWriter()
+        payload.u32(error); payload.u16(UInt16(text.count)); payload.append(text)
+        return chunkHeader(flags: replyFlagDone, type: chunkError, cookie: cookie, length: UInt32(payload.bytes.count)) + payload.bytes
+    }
+}

@@ -1,0 +1,154 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// Plain POSIX sockets with one thread per connection, not swift-nio: NBD requests are served one at a
+// time per connection with blocking pread/pwrite underneath, so an event loop would only hand the work
+// to a thread pool anyway; and swift-nio adds 1–2.5 minutes to every clean CI build here.
+
+/// Where the server listens.
+public enum NBDListenAddress: Sendable, Equatable {
+    case unix(path: String)
+    /// TCP on `host` (an IPv4 address; loopback unless given) and `port` (0: any free port).
+    case tcp(host: String, port: UInt16)
+    /// A listening socket handed over by socket activation (LISTEN_FDS, LISTEN_PID): fd 3.
+    case activated(fd: Int32)
+
+    /// Parses `--listen [ADDR:]PORT`.
+    public static func parseListen(_ text: String) -> NBDListenAddress? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let port = UInt16(parts.last!) else { return nil }
+        return .tcp(host: parts.count == 2 ? String(parts[0]) : "127.0.0.1", port: port)
+    }
+
+    /// The socket handed over by systemd-style activation, when it is meant for this process.
+    public static func fromEnvironment() -> NBDListenAddress? {
+        guard let pid = getenv("LISTEN_PID").map({ String(cString: $0) }), pid == String(getpid()),
+              let fds = getenv("LISTEN_FDS").map({ String(cString: $0) }), let n = Int(fds), n >= 1 else { return nil }
+        return .activated(fd: 3)
+    }
+}
+
+/// Listens and serves each connection on its own thread.
+public final class NBDServer: @unchecked Sendable {
+    public let export: NBDExport
+    public let listenFD: Int32
+    /// The address clients use: `nbd+unix:///?socket=PATH` or `nbd://HOST:PORT/`.
+    public let uri: String
+    /// qemu's older spelling (`nbd:unix:PATH`, `nbd:HOST:PORT`), for `$nbd`.
+    public let qemuAddress: String
+    public let unixPath: String?
+    public var handshakeTimeout = 30
+
+    public init(export: NBDExport, address: NBDListenAddress) throws {
+        self.export = export
+        switch address {
+        case .unix(let path):
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw IOFailure(path: path, operation: "socket", errno: errno, exitStatus: .cannotCreate) }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+                close(fd)
+                throw PlainFailure("\(path): a Unix socket path must be shorter than \(MemoryLayout.size(ofValue: addr.sun_path)) bytes", .usage)
+            }
+            withUnsafeMutableBytes(of: &addr.sun_path) { p in
+                for (i, b) in bytes.enumerated() { p[i] = b }
+            }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard rc == 0, listen(fd, 64) == 0 else {
+                let e = errno
+                close(fd)
+                throw IOFailure(path: path, operation: "bind", errno: e, exitStatus: .cannotCreate)
+            }
+            listenFD = fd
+            unixPath = path
+            uri = "nbd+unix:///?socket=\(path)"
+            qemuAddress = "nbd:unix:\(path)"
+        case .tcp(let host, let port):
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw IOFailure(path: "\(host):\(port)", operation: "socket", errno: errno, exitStatus: .cannotCreate) }
+            var one: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = port.bigEndian
+            guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+                close(fd)
+                throw PlainFailure("--listen \(host):\(port): not an IPv4 address", .usage)
+            }
+            let rc = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard rc == 0, listen(fd, 64) == 0 else {
+                let e = errno
+                close(fd)
+                throw IOFailure(path: "\(host):\(port)", operation: "bind", errno: e, exitStatus: .cannotCreate)
+            }
+            var bound = sockaddr_in()
+            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &bound) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+            }
+            let actual = UInt16(bigEndian: bound.sin_port)
+            listenFD = fd
+            unixPath = nil
+            uri = "nbd://\(host):\(actual)/"
+            qemuAddress = "nbd:\(host):\(actual)"
+        case .activated(let fd):
+            listenFD = fd
+            unixPath = nil
+            uri = "nbd://localhost/"
+            qemuAddress = "nbd:localhost:10809"
+        }
+    }
+
+    /// Accepts connections forever (until the listening socket is closed), one thread each.
+    public func run() {
+        while true {
+            let client = accept(listenFD, nil, nil)
+            if client < 0 {
+                if errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE { continue }
+                return
+            }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            var one: Int32 = 1
+            setsockopt(client, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let connection = NBDConnection(fd: client, export: export)
+            let timeout = handshakeTimeout
+            startDetachedThread { connection.serve(handshakeTimeout: timeout) }
+        }
+    }
+
+    /// Removes the Unix socket file.
+    public func removeSocket() {
+        if let unixPath { unlink(unixPath) }
+    }
+}
+
+/// Starts a detached pthread running `body`. Each connection thread gets a 1 MiB stack: request
+/// buffers are on the heap.
+public func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var attr = pthread_attr_t()
+    pthread_attr_init(&attr)
+    pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+    pthread_attr_setstacksize(&attr, 1 << 20)
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, &attr, { raw in
+        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+        box.body()
+        return nil
+    }, box)
+    pthread_attr_destroy(&attr)
+    if rc != 0 {
+        // No thread: run inline would block accept; drop the box and the connection instead.
+        Unmanaged<Box>.fromOpaque(box).release()
+    }
+}
