@@ -8,10 +8,17 @@ import Glibc
 @testable import ImgMapCore
 
 // The `imgmap` executable run as a subprocess: exit statuses (sysexits), messages, outputs that appear
-// whole or not at all, and inputs left untouched. Uses the binary `swift build` leaves in .build/debug.
+// whole or not at all, and inputs left untouched. Uses the binary the same build made.
 
-/// `.build/debug/imgmap` under the package root.
-let imgmapBinary = packageRootURL.appendingPathComponent(".build/debug/imgmap").path
+/// The `imgmap` built beside this test bundle, so a build with another `--scratch-path` (a sanitizer
+/// build, say) tests its own binary; `.build/debug/imgmap` under the package root otherwise.
+let imgmapBinary: String = {
+    if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+        let beside = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("imgmap").path
+        if FileManager.default.isExecutableFile(atPath: beside) { return beside }
+    }
+    return packageRootURL.appendingPathComponent(".build/debug/imgmap").path
+}()
 
 /// What a run of the binary did.
 struct Run {

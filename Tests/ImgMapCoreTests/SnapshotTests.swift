@@ -23,6 +23,8 @@ func makeCOW(_ path: String, sectors: UInt64, chunk: UInt64, exceptions: [(UInt6
         putLE64(&bytes, at, e.0)
         putLE64(&bytes, at + 8, e.1)
         // The data chunk: each sector labelled "C" with its COW sector, for the reads to be checked.
+        // An exception that points past the COW (a bad-input case) has no data chunk to fill.
+        guard (e.1 + 1) * chunk <= sectors else { continue }
         for k in 0..<chunk {
             GoldenImages.fillSector("C", e.1 * chunk + k, into: &bytes, at: Int((e.1 * chunk + k) * 512))
         }

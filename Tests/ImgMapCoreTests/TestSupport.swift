@@ -90,6 +90,7 @@ enum GoldenImages {
         let digits = String(s)
         let label = Array(name.utf8) + [UInt8(ascii: ":")]
             + [UInt8](repeating: UInt8(ascii: "0"), count: max(0, 12 - digits.utf8.count)) + Array(digits.utf8) + [UInt8(ascii: "\n")]
+        precondition(at >= 0 && at <= buffer.count - 512, "sector at byte \(at) is outside a \(buffer.count)-byte buffer")
         buffer.withUnsafeMutableBytes { raw in
             let base = raw.baseAddress! + at
             let first = min(label.count, 512)
@@ -210,9 +211,15 @@ func sha256(_ bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
 
 func hex(_ digest: SHA256.Digest) -> String { digest.map { String(format: "%02x", $0) }.joined() }
 
-func fileSize(_ path: String) -> UInt64? {
+/// The size of the file at `path`; a missing file is a recorded issue. Not optional on purpose: with
+/// Swift 6.3, `#expect(optionalUInt64 == literal)` reads 9 bytes from an 8-byte stack slot (AddressSanitizer
+/// reports it in Testing's AnyHashable conversion), which hid real memory errors behind a false stop.
+func fileSize(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) -> UInt64 {
     var st = stat()
-    guard stat(path, &st) == 0 else { return nil }
+    guard stat(path, &st) == 0 else {
+        Issue.record("no file at \(path)", sourceLocation: sourceLocation)
+        return 0
+    }
     return UInt64(st.st_size)
 }
 
