@@ -299,6 +299,8 @@ struct CLIFixture {
     }
 
     var devs: [String] { ["--dev", "A=\(a)", "--dev", "B=\(b)"] }
+    /// For tables that name only `A`: a `--dev` no table uses is a usage error.
+    var devA: [String] { ["--dev", "A=\(a)"] }
     var images: [String] { [a, b] }
 
     /// The bytes the table must compose to, from the in-process engine (errors as zeros).
@@ -356,10 +358,10 @@ struct CLITests {
         let f = CLIFixture()
         let table = f.folder.write("t.table", "0 64 linear A 8\n64 16 Bogus\n")
         try expectUnchanged(f.images + [table]) {
-            let compose = try imgmap(["compose", table] + f.devs + ["-o", "out.img"], in: f.folder)
+            let compose = try imgmap(["compose", table] + f.devA + ["-o", "out.img"], in: f.folder)
             #expect(compose.status == 65)
             #expect(compose.stderr.hasPrefix("imgmap: \(table):2: unknown target type: `Bogus`"), "\(compose.stderr)")
-            let check = try imgmap(["check", table] + f.devs, in: f.folder)
+            let check = try imgmap(["check", table] + f.devA, in: f.folder)
             #expect(check.status == 65)
             #expect(check.stderr.contains("\(table):2: "))
         }
@@ -506,7 +508,7 @@ struct CLITests {
     @Test func errorsFileListsMergedRanges() throws {
         let f = CLIFixture()
         let table = f.folder.write("t.table", "0 8 error\n8 8 error\n16 8 zero\n24 1 error\n25 7 linear A 0\n")
-        let run = try imgmap(["compose", table] + f.devs + ["-o", "out.img", "--on-error", "zero", "--errors", "errors.txt"], in: f.folder)
+        let run = try imgmap(["compose", table] + f.devA + ["-o", "out.img", "--on-error", "zero", "--errors", "errors.txt"], in: f.folder)
         #expect(run.status == 0, "\(run.stderr)")
         #expect(String(decoding: readBytes(f.folder.file("errors.txt")), as: UTF8.self) == "0 16\n24 1\n")
     }
@@ -573,7 +575,7 @@ struct CLITests {
     @Test func mapColumnsHaveAHeaderAndOneLinePerExtent() throws {
         let f = CLIFixture()
         let table = f.folder.write("t.table", "0 64 linear A 8\n64 16 zero\n")
-        let run = try imgmap(["map", table] + f.devs, in: f.folder)
+        let run = try imgmap(["map", table] + f.devA, in: f.folder)
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.out.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
         #expect(lines == [
@@ -599,12 +601,12 @@ struct CLITests {
         #expect(run.out == "{\"device\":\"top\",\"sectors\":160,\"bytes\":81920,\"segments\":4,\"tables\":1}\n")
     }
 
-    @Test func checkWithoutDevNotesUncheckedImages() throws {
+    @Test func checkOfAMissingNamedImageExits66() throws {
         let f = CLIFixture()
         let table = f.folder.write("t.table", "0 8 linear /nonexistent/imgmap/a.img 0\n")
         let run = try imgmap(["check", table], in: f.folder)
-        #expect(run.status == 0)
-        #expect(run.stderr.contains("/nonexistent/imgmap/a.img: no such image here, so its size was not checked"))
+        #expect(run.status == 66)
+        #expect(run.stderr.contains("\(table):1: linear: Device lookup failed: /nonexistent/imgmap/a.img: No such file or directory"), "\(run.stderr)")
     }
 
     @Test func stackedTablesAndDumpBindingsWorkFromTheCommandLine() throws {

@@ -29,6 +29,8 @@ struct CompressFixture {
     }
 
     var devs: [String] { ["--dev", "A=\(a)", "--dev", "C=\(c)"] }
+    /// For tables that name only `C`: a `--dev` no table uses is a usage error.
+    var devC: [String] { ["--dev", "C=\(c)"] }
 
     /// The bytes `table` composes to, in process (errors as zeros), with A and C bound as in `devs`.
     func expectedBytes(_ table: String, lower: [(String, String)] = []) throws -> [UInt8] {
@@ -126,7 +128,7 @@ struct CompressTargetTests {
         #expect(try loadTables("0 8 compress C 504\n", devices: ["C": f.c]).top.size == Sector(8))
 
         let table = f.folder.write("t.table", "0 8 compress C 512\n")
-        let run = try imgmap(["check", table] + f.devs, in: f.folder)
+        let run = try imgmap(["check", table] + f.devC, in: f.folder)
         #expect(run.status == 65)
         #expect(run.stderr.hasPrefix("imgmap: \(table):1: compress: too small for target"), "\(run.stderr)")
     }
@@ -347,11 +349,11 @@ struct CompressTargetTests {
         let table = f.folder.write("t.table", "0 64 compress C 0\n")
         try expectUnchanged([f.c, gzi, table]) {
             for extra in [["-o", gzi], ["--compress", "-o", "out.gz", "--index", gzi], ["-o", "out.img", "--on-error", "zero", "--errors", gzi]] {
-                let run = try imgmap(["compose", table] + f.devs + extra, in: f.folder)
+                let run = try imgmap(["compose", table] + f.devC + extra, in: f.folder)
                 #expect(run.status == 64, "\(extra): \(run.stderr)")
                 #expect(run.stderr.contains("the output is also an input"), "\(extra): \(run.stderr)")
             }
-            let manifest = try imgmap(["manifest", table, "-o", gzi] + f.devs, in: f.folder)
+            let manifest = try imgmap(["manifest", table, "-o", gzi] + f.devC, in: f.folder)
             #expect(manifest.status == 64, "\(manifest.stderr)")
             let decompress = try imgmap(["decompress", f.c, "-o", gzi], in: f.folder)
             #expect(decompress.status == 64, "\(decompress.stderr)")

@@ -24,7 +24,7 @@ struct CryptTargetTests {
     func load(_ table: String, keys: [(String?, [UInt8])] = [], folder: TemporaryDirectory = TemporaryDirectory()) throws -> TableLoader.Loaded {
         let image = GoldenImages.path("A", sectors: 2048)
         let path = folder.write("t.table", table + "\n")
-        var bindings = Bindings(tables: [.init(name: nil, path: path)], devices: [(token: "A", target: image)])
+        var bindings = Bindings(tables: [.init(name: nil, path: path)], devices: named("A", in: table) ? [(token: "A", target: image)] : [])
         for (index, (device, bytes)) in keys.enumerated() {
             let keyPath = folder.file("key\(index)")
             FileManager.default.createFile(atPath: keyPath, contents: Data(bytes))

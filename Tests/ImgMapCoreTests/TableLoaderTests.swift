@@ -160,7 +160,7 @@ struct TableLoaderTests {
     }
 
     @Test func deviceDefinedTwiceIsRefused() {
-        let error = loadError("0 8 zero", lower: [("A", "0 8 zero"), ("A", "0 8 zero")])
+        let error = loadError("0 8 zero", lower: [("A", "0 8 zero"), ("A", "0 8 zero")], exactBindings: true)
         #expect(error?.description == "A.table: device `A` is defined twice")
         #expect(error?.exitStatus == .usage)
     }

@@ -245,15 +245,35 @@ func readBytes(_ path: String) -> [UInt8] { [UInt8](FileManager.default.contents
 func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String: String] = [:],
                 topPath: String = "t.table", top topName: String? = nil,
                 strictness: TableLoader.Strictness = .openAll,
-                extraTargets: [any Target.Type] = []) throws -> TableLoader.Loaded {
+                extraTargets: [any Target.Type] = [], exactBindings: Bool = false) throws -> TableLoader.Loaded {
+    // Fixtures offer a fixed set of images and tables; a `--dev` or `--table` that no loaded table uses is
+    // a usage error, so only the lower tables the top reaches, and only the names their lines mention, are
+    // bound — unless `exactBindings`, for the tests of that rule.
+    var reached = [top]
+    var lowerUsed: [(String, String)] = []
+    var pending = lower
+    var grew = true
+    while grew {
+        grew = false
+        // A table is reached when a reached line names it, directly or through a `--dev T=@NAME` binding.
+        let aliases = { (name: String) in [name] + devices.filter { $0.value == "@" + name }.map(\.key) }
+        for (name, text) in pending where reached.contains(where: { line in aliases(name).contains { named($0, in: line) } }) {
+            lowerUsed.append((name, text))
+            reached.append(text)
+            grew = true
+        }
+        pending.removeAll { entry in lowerUsed.contains { $0.0 == entry.0 } }
+    }
+    lowerUsed = exactBindings ? lower : lower.filter { entry in lowerUsed.contains { $0.0 == entry.0 } }
     var texts: [String: [UInt8]] = [topPath: Array(top.utf8)]
     var files: [Bindings.TableFile] = []
-    for (name, text) in lower {
+    for (name, text) in lowerUsed {
         texts["\(name).table"] = Array(text.utf8)
         files.append(.init(name: name, path: "\(name).table"))
     }
     files.append(.init(name: nil, path: topPath))
-    let bindings = Bindings(tables: files, devices: devices.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) },
+    let used = exactBindings ? devices : devices.filter { binding in reached.contains { named(binding.key, in: $0) } }
+    let bindings = Bindings(tables: files, devices: used.sorted { $0.key < $1.key }.map { (token: $0.key, target: $0.value) },
                             top: topName)
     var loader = TableLoader(bindings: bindings, strictness: strictness)
     loader.targets += extraTargets
@@ -262,6 +282,12 @@ func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String:
         return bytes
     }
     return try loader.load()
+}
+
+/// Whether some table line names `token` as an argument (a `--dev` for a token no table names is a
+/// usage error, so helpers that bind a fixed set of names bind only these).
+func named(_ token: String, in tables: String...) -> Bool {
+    tables.contains { $0.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains { $0 == token } }
 }
 
 /// The failure `body` throws, if it is an `ImgMapFailure`; records an issue otherwise.
@@ -280,8 +306,8 @@ func failure(sourceLocation: SourceLocation = #_sourceLocation, _ body: () throw
 
 /// The table error loading `top` gives (see `loadTables`).
 func loadError(_ top: String, lower: [(String, String)] = [], devices: [String: String] = [:], topName: String? = nil,
-               sourceLocation: SourceLocation = #_sourceLocation) -> (any ImgMapFailure)? {
-    failure(sourceLocation: sourceLocation) { _ = try loadTables(top, lower: lower, devices: devices, top: topName) }
+               exactBindings: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) -> (any ImgMapFailure)? {
+    failure(sourceLocation: sourceLocation) { _ = try loadTables(top, lower: lower, devices: devices, top: topName, exactBindings: exactBindings) }
 }
 
 /// Every extent of the map, in order.

@@ -121,7 +121,7 @@ struct ThinTests {
     func load(pool: String, thin: String, meta: String, data: String, origin: String? = nil) throws -> TableLoader.Loaded {
         var devices = ["META": meta, "DATA": data]
         if let origin { devices["EXT"] = origin }
-        return try loadTables(thin, lower: [("POOL", pool)], devices: devices)
+        return try loadTables(thin, lower: [("POOL", pool)], devices: devices.filter { named($0.key, in: pool, thin) })
     }
 
     /// The data block (or nil) each virtual block of `map` reads, from its extents.

@@ -359,7 +359,7 @@ struct VerifyCommandTests {
         let f = CLIFixture()
         let table = f.folder.write("t.table", "0 64 linear A 8\n65 8 zero\n")
         let (_, image) = try composedImage(f, "0 64 linear A 8\n")
-        let run = try imgmap(["verify", table] + f.devs + [image], in: f.folder)
+        let run = try imgmap(["verify", table] + f.devA + [image], in: f.folder)
         #expect(run.status == 65)
         #expect(run.stderr.hasPrefix("imgmap: \(table):2: Gap in table"), "\(run.stderr)")
         #expect(run.out == "")

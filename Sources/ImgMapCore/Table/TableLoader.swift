@@ -306,12 +306,22 @@ public struct TableLoader {
             var seen = Set<String>()
             for name in needed.reversed() {
                 texts[name]?.forEachLine { line in
-                    for argument in line.arguments where tokens.count < 8 && !argument.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) {
+                    for argument in line.arguments where tokens.count < 8 && mayNameADevice(argument) {
                         if seen.insert(argument).inserted { tokens.append(escapedForMessage(argument)) }
                     }
                 }
             }
             return tokens.isEmpty ? "no devices" : tokens.joined(separator: ", ")
+        }
+
+        /// Whether `argument` is worth listing as a possible device name: not a number, not `-`, and not
+        /// what a key looks like (a crypt key in hex or a `:size:type:description` keyring reference; long
+        /// hex digests and salts go too), since messages never show keys.
+        func mayNameADevice(_ argument: String) -> Bool {
+            let bytes = argument.utf8
+            if argument == "-" || bytes.first == UInt8(ascii: ":") || bytes.allSatisfy({ $0 >= 48 && $0 <= 57 }) { return false }
+            let hex = bytes.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 102) }
+            return !(hex && bytes.count >= 16)
         }
 
         @discardableResult
