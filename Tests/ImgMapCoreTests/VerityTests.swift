@@ -429,6 +429,14 @@ struct VerityTests {
         let image = try ImageFile(openForReading: Self.goldenDevices["D"]!)
         _ = try Verify(map: map, options: .init(onError: .zero)).run(image: image, isStream: false) { mismatches.append($0) }
         #expect(mismatches.map(\.range) == [SectorRange(start: 800, length: 8), SectorRange(start: 2408, length: 8)])
+        #expect(mismatches.allSatisfy { $0.kind == .differs })
+        // Without --on-error zero the failed blocks cannot be compared: each is reported, the rest compared.
+        mismatches = []
+        let report = try Verify(map: map, options: .init(onError: .fail)).run(image: image, isStream: false) { mismatches.append($0) }
+        #expect(mismatches.map(\.range) == [SectorRange(start: 800, length: 8), SectorRange(start: 2408, length: 8)])
+        #expect(mismatches.allSatisfy { $0.kind == .unverifiable })
+        #expect(report.ranges == 2 && !report.identical)
+        #expect(mismatches[0].description.contains("unverifiable") && mismatches[0].description.contains("reads fail with EIO"), "\(mismatches[0].description)")
     }
 
     // MARK: Malformed hash devices
