@@ -91,11 +91,11 @@ public struct VerityTarget: Target {
         }
         let data: Device
         do { data = try context.device(arguments[1]) } catch {
-            throw TargetError("Data device lookup failed", detail: "`\(arguments[1])`: \(error.message)\(error.detail.map { ": \($0)" } ?? "")", exitStatus: error.exitStatus)
+            throw TargetError("Data device lookup failed", detail: "`\(arguments[1])`: \(error.message)\(error.detail.map { ": \($0)" } ?? "")", hint: error.hint, exitStatus: error.exitStatus)
         }
         let hash: Device
         do { hash = try context.device(arguments[2]) } catch {
-            throw TargetError("Hash device lookup failed", detail: "`\(arguments[2])`: \(error.message)\(error.detail.map { ": \($0)" } ?? "")", exitStatus: error.exitStatus)
+            throw TargetError("Hash device lookup failed", detail: "`\(arguments[2])`: \(error.message)\(error.detail.map { ": \($0)" } ?? "")", hint: error.hint, exitStatus: error.exitStatus)
         }
         guard let dataBlockSize = KernelNumber.unsigned32Scanf(arguments[3]), dataBlockSize != 0, dataBlockSize & (dataBlockSize - 1) == 0,
               dataBlockSize >= Self.lowerLogicalBlockSize, dataBlockSize <= Self.pageSize else {
@@ -223,7 +223,7 @@ public struct VerityTarget: Target {
                 switch word.lowercased() {
                 case "use_fec_from_device":
                     do { _ = try context.device(value) } catch {
-                        throw TargetError("FEC device lookup failed", detail: "`\(value)`: \(error.message)", exitStatus: error.exitStatus)
+                        throw TargetError("FEC device lookup failed", detail: "`\(value)`: \(error.message)\(error.detail.map { ": \($0)" } ?? "")", hint: error.hint, exitStatus: error.exitStatus)
                     }
                     options.fecDevice = value
                 case "fec_roots":
