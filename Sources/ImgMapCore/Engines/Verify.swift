@@ -213,14 +213,38 @@ public struct Verify {
         mutating func compareWindow(_ extent: Extent, at pos: UInt64, count n: Int, expectedHole: Bool) throws {
             guard n > 0 else { return }
             let want = expected.prefix(n)
+            var failed: [SectorRange] = []
             if expectedHole {
                 want.initializeMemory(as: UInt8.self, repeating: 0)
             } else if case .data(let leaf, let offset) = extent.source {
                 try MapReader.readLeaf(leaf, into: want, at: offset + Sector((pos - extent.start.bytes) / sectorSize))
             } else if case .computed = extent.source {
-                try reader.read(into: want, at: Sector(pos / sectorSize))
+                if reader.onError == .fail {
+                    // The units of a computed piece whose read fails (a verity block that does not
+                    // verify, a row with too many members missing) are unverifiable, as error extents
+                    // are; the rest of the window is still compared.
+                    let probe = MapReader(map: reader.map, onError: .zero)
+                    try probe.read(into: want, at: Sector(pos / sectorSize))
+                    failed = probe.errors.ranges
+                } else {
+                    try reader.read(into: want, at: Sector(pos / sectorSize))
+                }
             }
             let got = actual.prefix(n)
+            if !failed.isEmpty {
+                var i = 0
+                while i < n {
+                    let len = min(Int(sectorSize), n - i)
+                    let sector = (pos + UInt64(i)) / sectorSize
+                    if failed.contains(where: { sector >= $0.start && sector < $0.end }) {
+                        try note(.unverifiable, extent, from: pos + UInt64(i), to: pos + UInt64(i + len))
+                    } else if memcmp(want.baseAddress! + i, got.baseAddress! + i, len) != 0 {
+                        try note(.differs, extent, from: pos + UInt64(i), to: pos + UInt64(i + len))
+                    }
+                    i += len
+                }
+                return
+            }
             if memcmp(want.baseAddress!, got.baseAddress!, n) == 0 {
                 try flushIfBefore(pos)
                 return

@@ -6,5 +6,6 @@ public enum TargetRegistry {
         SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self,
         CryptTarget.self,
         RaidTarget.self, MirrorTarget.self, MultipathTarget.self,
+        VerityTarget.self,
     ]
 }
