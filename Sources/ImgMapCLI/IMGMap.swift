@@ -17,7 +17,8 @@ public struct IMGMap: ParsableCommand {
             A table is what `dmsetup create` accepts: `<start> <length> <target> <args…>` in 512-byte \
             sectors, one segment per line. Targets: linear, striped, zero, error, compress (a BGZF \
             image), snapshot-origin, snapshot, snapshot-merge (LVM snapshots: the COW's exception store is \
-            read), thin-pool and thin (thin pools: the metadata's btrees are read). Devices are image files: write their paths, or bind names with --dev NAME=PATH; \
+            read), thin-pool and thin (thin pools: the metadata's btrees are read), cache (dm-cache: the \
+            metadata's mapping array is read; writes are refused). Devices are image files: write their paths, or bind names with --dev NAME=PATH; \
             stacked devices come from --table NAME=FILE. What compose writes is byte-identical to what \
             the kernel presents as /dev/mapper/NAME.
 
