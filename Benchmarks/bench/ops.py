@@ -1,6 +1,7 @@
 """The operations each row runs, imgmap and peer."""
 
 from .model import *  # noqa: F401,F403
+from .metadata_targets import metadata_target_goals, metadata_target_ops  # noqa: F401
 
 
 def build_ops(I, W, imgmap, has):
@@ -202,4 +203,7 @@ def build_ops(I, W, imgmap, has):
                     imgmap=True),
             Variant("bmaptool create", ["bmaptool", "create", "-o", bmap, img], outputs=[bmap], needs=["bmaptool"]),
         ], requires=["manifest"]))
+
+    # thin, snapshot: mappings read from metadata
+    ops += metadata_target_ops(I, W, imgmap, has)
     return ops

@@ -130,10 +130,12 @@ def targets(ops, I):
     ratio("verify dense vs openssl dgst", find("verify, dense", "imgmap"), find("verify, dense", "openssl"), 1.0)
     ratio("scatter striped vs dd", find("scatter → 3-way", "imgmap"), find("scatter → 3-way", "dd"), 0.8)
     ratio("scatter linear vs dd", find("scatter → linear", "imgmap"), find("scatter → linear", "dd"), 0.8)
+    metadata_target_goals(find, med, ratio, out)
+    # The two million-entry maps hold their entries in memory by design (24 B per thin run).
     big = [(op.name, v.tool, max(v.rss) / 1024) for op in ops for v in op.variants
-           if v.imgmap and v.rss and not op.name.startswith(f"{SEGMENTS:,}")]
+           if v.imgmap and v.rss and not op.name.startswith(f"{SEGMENTS:,}") and not op.name.startswith("map of a thin")]
     if big:
         worst = max(big, key=lambda x: x[2])
-        out.append(f"- peak RSS of imgmap outside the 1M-segment table: max {worst[2]:.1f} MiB ({worst[0]}, "
+        out.append(f"- peak RSS of imgmap outside the million-entry maps: max {worst[2]:.1f} MiB ({worst[0]}, "
                    f"{worst[1]}) (target < 64 MiB) — {'met' if worst[2] < 64 else 'MISSED'}")
     return out

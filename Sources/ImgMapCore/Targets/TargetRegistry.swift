@@ -3,7 +3,7 @@
 public enum TargetRegistry {
     public static let all: [any Target.Type] = [
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
-        SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self,
+        SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self, CacheTarget.self,
         CryptTarget.self,
         RaidTarget.self, MirrorTarget.self, MultipathTarget.self,
         VerityTarget.self,

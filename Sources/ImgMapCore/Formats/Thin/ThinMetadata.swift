@@ -6,32 +6,12 @@
 //             metadata space-map roots (128 bytes each; the data one starts with nr_blocks), the data
 //             mapping root (320), the device-details root (328), data block size (336, sectors),
 //             metadata block size (340), metadata block count (344), compat/ro/incompat flags (352…)
-//   btree     node header: csum (xor 121107), flags (1 internal, 2 leaf), blocknr, nr_entries,
-//             max_entries, value_size, padding; then max_entries LE64 keys, then the values. Internal
-//             values are child block numbers.
+//   btree     persistent-data nodes (Formats/PersistentData/BTree.swift, shared with cache metadata)
 //
 // The mapping tree has two levels: thin device id → root of that device's tree; virtual block →
 // (data block << 24 | time). The device-details tree maps a device id to {mapped blocks, transaction,
 // creation time, snapshot time}. A superblock that is all zeros is a new pool (the kernel formats it;
 // imgmap's readers never write).
-//
-// Every node is checked as the kernel's validators check it (location, checksum, sizes, kind), and
-// beyond: keys must ascend within the range their parent gives them, a node may be met once (a loop or
-// a shared subtree inside one tree is corruption), and every block must lie inside the metadata device.
-
-/// A refusal to read corrupt or foreign metadata: which structure, at which block, and why.
-public struct ThinMetadataError: Error, CustomStringConvertible {
-    /// The kernel's phrase for the constructor's failure.
-    public var message: String
-    public var structure: String
-    public var block: UInt64?
-    public var reason: String
-    public var exitStatus: ExitStatus = .dataError
-
-    public var description: String {
-        "\(structure)" + (block.map { " at metadata block \($0)" } ?? "") + ": \(reason)"
-    }
-}
 
 /// One thin device's entry in the device-details tree.
 public struct ThinDeviceDetails: Sendable, Equatable {
@@ -93,11 +73,6 @@ public final class ThinPoolMetadata: Sendable {
     static let blockSectors: UInt64 = 8
     public static let magic: UInt64 = 27_022_010
     static let superblockXor: UInt32 = 160_774
-    static let btreeXor: UInt32 = 121_107
-    static let internalNode: UInt32 = 1
-    static let leafNode: UInt32 = 2
-    /// Deeper than any tree of 2^64 keys with the minimum fan-out the kernel keeps.
-    static let maxDepth = 64
 
     public let device: Device
     public let token: String
@@ -202,83 +177,25 @@ public final class ThinPoolMetadata: Sendable {
     /// What a block that is not thin metadata looks like, for the refusal.
     static func foreignKind(_ block: [UInt8]) -> String? {
         if le32(block, 0) == PersistentSnapshotStore.magic { return "a snapshot COW device (magic \"SnAp\")" }
-        if le64(block, 32) == 6_142_003 || le32(block, 32) == 6_142_003 { return "dm-cache metadata" }
+        if le64(block, 32) == CacheMetadata.magic { return "dm-cache metadata" }
         return nil
     }
 
     static func readBlock(_ device: Device, token: String, _ block: UInt64, structure: String) throws(ThinMetadataError) -> [UInt8] {
-        do {
-            return try device.readSectors(block * blockSectors, count: Int(blockSectors))
-        } catch {
-            throw ThinMetadataError(message: "Error creating metadata object", structure: "\(structure) of thin-pool metadata \(token)", block: block,
-                                    reason: (error as? ImgMapFailure)?.description ?? String(describing: error),
-                                    exitStatus: (error as? ImgMapFailure)?.exitStatus ?? .ioError)
-        }
+        try PersistentData.readBlock(device, owner: "thin-pool metadata \(token)", block, structure: structure)
     }
 
     static func walk(_ device: Device, token: String, root: UInt64, metadataBlocks: UInt64, valueSize: Int, tree: String,
                      _ visit: (UInt64, [UInt8], Int) throws(ThinMetadataError) -> Void) throws(ThinMetadataError) {
-        try walk(device, token: token, root: root, metadataBlocks: metadataBlocks, valueSize: valueSize, tree: tree) { (key, values, at, _) throws(ThinMetadataError) in
+        try PersistentData.walk(device, owner: "thin-pool metadata \(token)", root: root, metadataBlocks: metadataBlocks, valueSize: valueSize,
+                                tree: tree) { (key, values, at, _) throws(ThinMetadataError) in
             try visit(key, values, at)
         }
     }
 
-    /// Visits every leaf entry of the btree at `root` in key order: (key, node bytes, value offset, leaf
-    /// block). Checks each node as the kernel's `btree_node_validator` does, plus key order, bounds and
-    /// loops. Memory: one node per level, and the set of nodes seen.
     static func walk(_ device: Device, token: String, root: UInt64, metadataBlocks: UInt64, valueSize: Int, tree: String,
                      _ visit: (UInt64, [UInt8], Int, UInt64) throws(ThinMetadataError) -> Void) throws(ThinMetadataError) {
-        var seen = Set<UInt64>()
-        // Keys of a subtree lie in [low, high); high nil means unbounded.
-        func node(_ block: UInt64, low: UInt64, high: UInt64?, depth: Int, parent: UInt64?) throws(ThinMetadataError) {
-            let place = parent.map { "child of node \($0)" } ?? "root"
-            func fail(_ reason: String, at: UInt64? = block) -> ThinMetadataError {
-                ThinMetadataError(message: "Error creating metadata object", structure: "\(tree) of thin-pool metadata \(token), btree node", block: at, reason: reason)
-            }
-            guard block < metadataBlocks else {
-                throw fail("\(place) points to block \(block), past the \(metadataBlocks) blocks of the metadata device", at: parent)
-            }
-            guard block != 0 else { throw fail("\(place) points to block 0, the superblock", at: parent) }
-            guard seen.insert(block).inserted else {
-                throw fail("node met twice in one tree (\(place)): the btree has a loop or shares a node with itself")
-            }
-            guard depth < maxDepth else { throw fail("deeper than \(maxDepth) levels: a loop in the btree") }
-            let bytes = try readBlock(device, token: token, block, structure: tree)
-            let csum = le32(bytes, 0)
-            let computed = bytes.withUnsafeBytes { CRC32C.blockChecksum(UnsafeRawBufferPointer(rebasing: $0[4...]), xor: btreeXor) }
-            guard csum == computed else {
-                throw fail("bad checksum: stored 0x\(PersistentSnapshotStore.hex(csum)), computed 0x\(PersistentSnapshotStore.hex(computed))")
-            }
-            guard le64(bytes, 8) == block else { throw fail("blocknr field says \(le64(bytes, 8)): the node was written elsewhere") }
-            let flags = le32(bytes, 4)
-            let count = Int(le32(bytes, 16))
-            let maxEntries = Int(le32(bytes, 20))
-            let nodeValueSize = Int(le32(bytes, 24))
-            let isInternal = flags & internalNode != 0
-            guard isInternal != (flags & leafNode != 0) else { throw fail("flags \(flags): neither an internal node nor a leaf") }
-            let expected = isInternal ? 8 : valueSize
-            guard nodeValueSize == expected else {
-                throw fail("value size \(nodeValueSize), not \(expected) for \(isInternal ? "an internal node" : "a leaf") of this tree")
-            }
-            guard 32 + (8 + nodeValueSize) * maxEntries <= blockBytes else { throw fail("max_entries \(maxEntries) too large for a 4 KiB block") }
-            guard count <= maxEntries else { throw fail("\(count) entries, more than max_entries \(maxEntries)") }
-            let valuesAt = 32 + 8 * maxEntries
-            var previous: UInt64?
-            for i in 0..<count {
-                let key = le64(bytes, 32 + 8 * i)
-                if let previous, key <= previous { throw fail("keys out of order: entry \(i) has key \(key) after \(previous)") }
-                if key < low || high.map({ key >= $0 }) == true {
-                    throw fail("entry \(i) has key \(key), outside the range \(low)..<\(high.map(String.init) ?? "∞") its parent gives it")
-                }
-                previous = key
-                if isInternal {
-                    let next: UInt64? = i + 1 < count ? le64(bytes, 32 + 8 * (i + 1)) : high
-                    try node(le64(bytes, valuesAt + 8 * i), low: key, high: next, depth: depth + 1, parent: block)
-                } else {
-                    try visit(key, bytes, valuesAt + nodeValueSize * i, block)
-                }
-            }
-        }
-        try node(root, low: 0, high: nil, depth: 0, parent: nil)
+        try PersistentData.walk(device, owner: "thin-pool metadata \(token)", root: root, metadataBlocks: metadataBlocks, valueSize: valueSize,
+                                tree: tree, visit)
     }
 }
