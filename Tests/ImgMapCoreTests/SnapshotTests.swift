@@ -272,7 +272,7 @@ struct SnapshotTests {
         let cow2 = folder.sparseImage("cow2.img", sectors: 512)
         let input = folder.write("in.img", String(repeating: "n", count: 20 * 512))
         let lower = [("S1", "0 256 snapshot O C1 P 8"), ("S2", "0 256 snapshot O C2 N 16")]
-        let loaded = try loadTables("0 256 snapshot-origin O", lower: lower, devices: ["O": o, "C1": cow1, "C2": cow2])
+        let loaded = try loadTables("0 256 snapshot-origin O", lower: lower, devices: ["O": o, "C1": cow1, "C2": cow2], exactBindings: true)
         _ = try scatterFile(SectorMap(top: loaded.top), input: input, .init(seek: Sector(30)))
         var written = readBytes(origin)
         written.replaceSubrange(30 * 512..<50 * 512, with: [UInt8](repeating: UInt8(ascii: "n"), count: 20 * 512))

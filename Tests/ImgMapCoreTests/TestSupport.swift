@@ -248,7 +248,8 @@ func loadTables(_ top: String, lower: [(String, String)] = [], devices: [String:
                 extraTargets: [any Target.Type] = [], exactBindings: Bool = false) throws -> TableLoader.Loaded {
     // Fixtures offer a fixed set of images and tables; a `--dev` or `--table` that no loaded table uses is
     // a usage error, so only the lower tables the top reaches, and only the names their lines mention, are
-    // bound — unless `exactBindings`, for the tests of that rule.
+    // bound — unless `exactBindings`, for the tests of that rule and for sibling tables (snapshots of an origin
+    // the top writes through) that no line names.
     var reached = [top]
     var lowerUsed: [(String, String)] = []
     var pending = lower
