@@ -148,8 +148,8 @@ struct ForceOption: ParsableArguments {
         } else {
             // Only an existing character device can be a terminal; nothing else is opened here.
             var st = stat()
-            if stat(output, &st) == 0, st.st_mode & S_IFMT == S_IFCHR {
-                let fd = open(output, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
+            if PathCalls.stat(output, &st) == 0, st.st_mode & S_IFMT == S_IFCHR {
+                let fd = PathCalls.open(output, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
                 if fd >= 0 {
                     tty = isatty(fd) == 1
                     close(fd)

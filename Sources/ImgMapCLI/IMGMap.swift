@@ -68,12 +68,14 @@ public struct IMGMap: ParsableCommand {
         // RLIMIT_FSIZE returns EFBIG instead of SIGXFSZ. Both become clean errors.
         signal(SIGPIPE, SIG_IGN)
         signal(SIGXFSZ, SIG_IGN)
-        if let usage = FrontDoor.precheck(Array(CommandLine.arguments.dropFirst())) {
+        // argv as bytes: CommandLine.arguments would replace a file name's non-UTF-8 bytes with U+FFFD.
+        let arguments = (1..<Int(CommandLine.argc)).map { PathBytes.string(cString: CommandLine.unsafeArgv[$0]!) }
+        if let usage = FrontDoor.precheck(arguments) {
             writeStderr(usage + "\n")
             Glibc.exit(ExitStatus.usage.rawValue)
         }
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(arguments)
             try command.run()
             flushStandardOutput()
         } catch {

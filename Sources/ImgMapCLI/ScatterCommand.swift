@@ -140,7 +140,7 @@ struct ScatterCommand: ParsableCommand {
         guard size.value <= maxDeviceSectors else {
             throw PlainFailure("\(path): the tables need \(size.value) sectors of it, more than any file can hold", .cannotCreate)
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+        let fd = PathCalls.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
         guard fd >= 0 else { throw IOFailure(path: path, operation: "create", errno: errno, exitStatus: .cannotCreate) }
         let file = ImageFile(descriptor: fd, path: path, writable: true)
         do {
@@ -148,7 +148,7 @@ struct ScatterCommand: ParsableCommand {
             try file.close()
         } catch {
             // Too big for this filesystem (EFBIG) or no room: the new, empty member is not left behind.
-            unlink(path)
+            PathCalls.unlink(path)
             throw IOFailure(path: path, operation: "create (\(size.bytes) bytes)", errno: error.errno, exitStatus: .cannotCreate)
         }
     }

@@ -297,3 +297,58 @@ struct ReliabilityTests {
         #expect(f.leftovers(besides: ["in.fifo", "stderr"]) == [])
     }
 }
+
+// MARK: file names that are not UTF-8
+
+struct PathBytesTests {
+    @Test func everyByteStringRoundTrips() {
+        var rng = SplitMix64(seed: 8)
+        var samples: [[UInt8]] = [[0x61, 0xFF, 0x2E], [0xF4, 0x8F, 0xBF, 0xBF], [0xED, 0xA0, 0x80], [0xC0, 0xAF], Array("é/ü".utf8)]
+        for _ in 0..<2000 { samples.append(rng.bytes(Int.random(in: 0...12, using: &rng))) }
+        for bytes in samples {
+            #expect(PathBytes.bytes(PathBytes.string(bytes)) == bytes, "\(bytes)")
+        }
+        // Valid UTF-8 decodes as itself; only the bytes that are not UTF-8 are escaped.
+        #expect(PathBytes.string(Array("disk é.img".utf8)) == "disk é.img")
+        #expect(escapedForMessage(PathBytes.string([0x61, 0xFF, 0x2E, 0x69])) == "a\\xFF.i")
+        #expect(jsonString(PathBytes.string([0x61, 0xFF])) == "\"a\\udcff\"")
+    }
+}
+
+extension ReliabilityTests {
+    /// `a\xff.img` named in a table and by `--dev`, composed to `o\xfe.img`; map prints the name's bytes,
+    /// and `--json` writes them as surrogate escapes. The arguments go through a shell, since a Swift
+    /// string cannot carry the raw bytes into argv.
+    @Test func fileNamesThatAreNotUTF8AreKept() throws {
+        let f = CLIFixture()
+        let image = f.folder.path + "/" + PathBytes.string([0x61, 0xFF, 0x2E, 0x69, 0x6D, 0x67])
+        let fd = PathCalls.open(image, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        #expect(fd >= 0)
+        let content = GoldenImages.bytes("A", sectors: 16)
+        _ = content.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+        close(fd)
+        var table = Array("0 16 linear ".utf8) + [0x61, 0xFF] + Array(".img 0\n".utf8)
+        _ = FileManager.default.createFile(atPath: f.folder.file("t.table"), contents: Data(table))
+        table = Array("0 16 linear X 0\n".utf8)
+        _ = FileManager.default.createFile(atPath: f.folder.file("u.table"), contents: Data(table))
+
+        let compose = try imgmap([], wrapper: ["/bin/sh", "-c", #"exec "$0" compose t.table -o "$(printf 'o\376.img')""#], in: f.folder)
+        #expect(compose.status == 0, "\(compose.stderr)")
+        let output = f.folder.path + "/" + PathBytes.string([0x6F, 0xFE, 0x2E, 0x69, 0x6D, 0x67])
+        var st = stat()
+        #expect(PathCalls.stat(output, &st) == 0 && st.st_size == 16 * 512)
+        let bound = try imgmap([], wrapper: ["/bin/sh", "-c", #"exec "$0" compose u.table --dev "X=$(printf 'a\377.img')" -o - --force"#], in: f.folder)
+        #expect(bound.status == 0, "\(bound.stderr)")
+        #expect(bound.stdout == content)
+
+        let map = try imgmap(["map", "t.table"], in: f.folder)
+        #expect(map.stdout.firstRange(of: [0x61, 0xFF, 0x2E, 0x69]) != nil, "\(map.stdout)")
+        let json = try imgmap(["map", "t.table", "--json"], in: f.folder)
+        #expect(json.out.contains(#""file":"a\udcff.img""#), "\(json.out)")
+        // A missing one is named with its bytes.
+        let missing = try imgmap([], wrapper: ["/bin/sh", "-c", #"exec "$0" check "$(printf 'n\377.table')""#], in: f.folder)
+        #expect(missing.status == 66)
+        // (stderr is read back as UTF-8 here, so the byte 0xFF shows as U+FFFD.)
+        #expect(missing.stderr.hasPrefix("imgmap: n\u{FFFD}.table: open: No such file or directory"), "\(missing.stderr)")
+    }
+}

@@ -129,7 +129,11 @@ public func jsonString(_ s: String) -> String {
         case "\r": out += "\\r"
         case "\t": out += "\\t"
         default:
-            if scalar.value < 0x20 {
+            if scalar.value >= PathBytes.escapeBase + 0x80 {
+                // A file-name byte that is not UTF-8 (PathBytes): JSON has no bytes, so it is written as
+                // Python's surrogateescape writes it, `\udcff` for 0xFF, which os.fsencode turns back.
+                out += "\\udc" + String(scalar.value - PathBytes.escapeBase, radix: 16)
+            } else if scalar.value < 0x20 {
                 let hex = String(scalar.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
             } else {
@@ -180,7 +184,14 @@ struct TextBuffer {
 
     mutating func append(_ text: String) {
         var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
+        // A file name's non-UTF-8 bytes go out as the bytes they are (PathBytes); their scalars are the
+        // only ones whose UTF-8 starts 0xF4 0x8F 0xBE/0xBF, so a line without 0xF4 is copied as it is.
+        let copied = text.withUTF8 { utf8 in
+            guard !utf8.contains(0xF4) else { return false }
+            bytes.append(contentsOf: utf8)
+            return true
+        }
+        if !copied { bytes.append(contentsOf: PathBytes.bytes(text)) }
     }
 
     mutating func append(decimal value: UInt64) {
@@ -203,7 +214,7 @@ struct TextBuffer {
     mutating func append(json text: String) {
         var text = text
         let plain = text.withUTF8 { utf8 in
-            utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+            utf8.allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") && $0 != 0xF4 }
         }
         if plain {
             bytes.append(UInt8(ascii: "\""))

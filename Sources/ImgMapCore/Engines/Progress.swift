@@ -107,8 +107,9 @@ public func formatBytes(_ n: UInt64) -> String {
 
 /// Writes text to standard error (fd 2) directly: the C `stderr` global is not concurrency-safe.
 public func writeStderr(_ text: String) {
-    var text = text
-    text.withUTF8 { bytes in
+    // A file name's non-UTF-8 bytes are written as those bytes (PathBytes), as `ls` would show them.
+    let raw = PathBytes.hasRawBytes(text) ? PathBytes.bytes(text) : Array(text.utf8)
+    raw.withUnsafeBufferPointer { bytes in
         var done = 0
         while done < bytes.count {
             let n = write(2, bytes.baseAddress! + done, bytes.count - done)

@@ -18,7 +18,7 @@ public final class ImageFile: @unchecked Sendable {
     /// With `nonBlocking` the open itself cannot hang (on a FIFO with no writer, say): for device images,
     /// which must then be regular files or block devices anyway.
     public init(openForReading path: String, writable: Bool = false, nonBlocking: Bool = false) throws(IOFailure) {
-        let fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (nonBlocking ? O_NONBLOCK : 0))
+        let fd = PathCalls.open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (nonBlocking ? O_NONBLOCK : 0))
         guard fd >= 0 else {
             let code = errno
             throw IOFailure(path: path, operation: "open", errno: code, exitStatus: writable && code == EACCES ? .cannotCreate : .noInput)

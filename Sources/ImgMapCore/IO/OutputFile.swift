@@ -40,7 +40,7 @@ public final class OutputFile {
             return
         }
         var st = stat()
-        if stat(path, &st) == 0 {
+        if PathCalls.stat(path, &st) == 0 {
             let mode = st.st_mode & S_IFMT
             if mode == S_IFDIR {
                 throw IOFailure(path: path, operation: "create output", errno: EISDIR, exitStatus: .cannotCreate)
@@ -51,7 +51,7 @@ public final class OutputFile {
                 }
             }
             if mode == S_IFCHR || mode == S_IFIFO || mode == S_IFBLK {
-                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                let fd = PathCalls.open(path, O_WRONLY | O_CLOEXEC)
                 guard fd >= 0 else { throw IOFailure(path: path, operation: "open for writing", errno: errno, exitStatus: .cannotCreate) }
                 self.kind = mode == S_IFBLK ? .blockDevice : .stream
                 self.file = ImageFile(descriptor: fd, path: path, writable: true)
@@ -67,7 +67,7 @@ public final class OutputFile {
         for _ in 0..<100 {
             temp = Self.temporaryName(for: path)
             TemporaryFiles.register(temp)
-            fd = imgmap_open_exclusive(temp, 0o666)
+            fd = PathBytes.withCString(temp) { imgmap_open_exclusive($0, 0o666) }
             code = errno
             if fd >= 0 { break }
             TemporaryFiles.unregister(temp)
@@ -80,7 +80,7 @@ public final class OutputFile {
             var hint: String?
             if code == ENOENT {
                 var st = stat()
-                hint = stat(directory, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+                hint = PathCalls.stat(directory, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
                     ? "the directory \(directory) exists but does not let files be created in it"
                     : "the directory \(directory) does not exist"
             }
@@ -109,20 +109,20 @@ public final class OutputFile {
             try file.sync()
             try file.close()
         } catch {
-            unlink(temp)
+            PathCalls.unlink(temp)
             TemporaryFiles.unregister(temp)
             throw error
         }
-        if rename(temp, path) != 0 {
+        if PathCalls.rename(temp, path) != 0 {
             let code = errno
-            unlink(temp)
+            PathCalls.unlink(temp)
             TemporaryFiles.unregister(temp)
             throw IOFailure(path: path, operation: "rename from \(temp)", errno: code, exitStatus: .cannotCreate)
         }
         TemporaryFiles.unregister(temp)
         // And the rename itself: fsync(2) of the directory. A filesystem that cannot sync a directory
         // (EINVAL) has nothing more to make durable.
-        let dir = open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let dir = PathCalls.open(Self.directory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 {
             let failed = fsync(dir) != 0 && errno != EINVAL
             let code = errno
@@ -154,15 +154,14 @@ public final class OutputFile {
         init(_ path: String) {
             if path == "-" { self = .standardOutput; return }
             var st = stat()
-            if stat(path, &st) == 0 {
+            if PathCalls.stat(path, &st) == 0 {
                 self = .inode(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
                 return
             }
             let directory = OutputFile.directory(of: path)
             let name = path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
-            if let resolved = realpath(directory, nil) {
-                defer { free(resolved) }
-                self = .path(String(cString: resolved) + "/" + name)
+            if let resolved = PathCalls.realpath(directory) {
+                self = .path(resolved + "/" + name)
             } else {
                 self = .path(path)
             }
@@ -174,7 +173,7 @@ public final class OutputFile {
         guard !finished else { return }
         finished = true
         if let temp = temporaryPath {
-            unlink(temp)
+            PathCalls.unlink(temp)
             TemporaryFiles.unregister(temp)
         }
     }

@@ -21,7 +21,7 @@ public enum TemporaryFiles {
     /// Registers `path` for removal on a fatal signal (from before it is created).
     public static func register(_ path: String) {
         installHandlers()
-        let slot = imgmap_register_temporary(path)
+        let slot = PathBytes.withCString(path) { imgmap_register_temporary($0) }
         if slot >= 0 { slots.withLock { $0[path, default: []].append(slot) } }
     }
 

@@ -91,7 +91,10 @@ public func escapedForMessage(_ text: String) -> String {
             || (v >= 0x2000 && v <= 0x200f) || (v >= 0x2028 && v <= 0x202f) || (v >= 0x205f && v <= 0x206f)
             || v == 0x1680 || v == 0x180e || v == 0x3000 || v == 0xfeff || v == 0xfffd
             || scalar.properties.generalCategory == .format
-        if invisible {
+        if v >= PathBytes.escapeBase + 0x80 {
+            // A byte of a file name that is not UTF-8 (PathBytes): shown as the byte.
+            out += "\\x" + String(v - PathBytes.escapeBase, radix: 16, uppercase: true)
+        } else if invisible {
             out += "\\u{" + String(v, radix: 16, uppercase: true) + "}"
         } else {
             out.unicodeScalars.append(scalar)

@@ -59,7 +59,7 @@ public enum TableParser {
             while lo < hi && isCSpace(bytes[lo]) { lo += 1 }
             while hi > lo && isCSpace(bytes[hi - 1]) { hi -= 1 }
             if lo == hi || bytes[lo] == UInt8(ascii: "#") { continue }
-            let text = { (a: Int, b: Int) in String(decoding: bytes[a..<b], as: UTF8.self) }
+            let text = { (a: Int, b: Int) in PathBytes.string(bytes[a..<b]) }
 
             if equals(bytes, lo, hi, "No devices found") {
                 throw TableError(path: path, line: lineNumber, message: "No devices found",
@@ -303,7 +303,7 @@ public enum TableParser {
             if i >= hi { return args }
             let start = i
             while i < hi && !isKernelSpace(b[i]) { i += 1 }
-            args.append(String(decoding: b[start..<i], as: UTF8.self))
+            args.append(PathBytes.string(b[start..<i]))
         }
     }
 

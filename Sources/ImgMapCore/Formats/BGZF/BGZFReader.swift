@@ -44,7 +44,7 @@ public final class BGZFReader {
             gzi = (try BGZFIndex.read(from: try ImageFile(openRegularFile: path)), path)
         case .automatic:
             let path = file.path + ".gzi"
-            if access(path, F_OK) == 0 {
+            if PathCalls.access(path, F_OK) == 0 {
                 gzi = (try BGZFIndex.read(from: try ImageFile(openRegularFile: path)), path)
             } else {
                 gzi = nil
