@@ -120,7 +120,7 @@ struct DecompressCommand: ParsableCommand {
     func run() throws {
         if let threads { try Limits.checkThreads(threads) }
         try force.refuseTerminal(output)
-        let source = try input == "-" ? seekableStdin() : ImageFile(openForReading: input)
+        let source = try input == "-" ? seekableStdin() : seekable(try ImageFile(openForReading: input))
         // IN.gzi is read too: writing over it would leave IN with an index that disagrees.
         let index = input == "-" ? nil : try? ImageFile(openRegularFile: input + ".gzi")
         let out = try OutputFile(path: output, inputs: [source] + (index.map { [$0] } ?? []))
@@ -137,13 +137,19 @@ struct DecompressCommand: ParsableCommand {
     }
 }
 
-/// Standard input as a file that can be read by offset: itself when it is a regular file (`< x.gz`),
-/// else (a pipe) copied first into an unlinked temporary file in $TMPDIR, which costs disk space for
-/// the compressed bytes but lets the members be inflated in parallel as from any file.
+/// Standard input as a file that can be read by offset (see ``seekable(_:)``).
 func seekableStdin() throws -> ImageFile {
+    try seekable(ImageFile(descriptor: 0, path: "<stdin>", writable: false, owned: false))
+}
+
+/// `file` itself when it can be read by offset (a regular file or a block device, `< x.gz`), else (a
+/// pipe, a FIFO such as `<(cat x.gz)`, a character device) copied first into an unlinked temporary file
+/// in $TMPDIR, which costs disk space for the compressed bytes but lets the members be inflated in
+/// parallel as from any file.
+func seekable(_ file: ImageFile) throws -> ImageFile {
     var st = stat()
-    if fstat(0, &st) == 0, st.st_mode & S_IFMT == S_IFREG {
-        return ImageFile(descriptor: 0, path: "<stdin>", writable: false, owned: false)
+    if fstat(file.fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG || st.st_mode & S_IFMT == S_IFBLK {
+        return file
     }
     let directory = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
     var template = Array("\(directory)/imgmap-stdin-XXXXXX".utf8CString)
@@ -152,12 +158,11 @@ func seekableStdin() throws -> ImageFile {
         throw IOFailure(path: directory, operation: "create a temporary file for stdin", errno: errno, exitStatus: .cannotCreate)
     }
     unlink(String(cString: template))  // gone when the process ends, however it ends
-    let spool = ImageFile(descriptor: fd, path: "<stdin>", writable: true)
-    let stdin = ImageFile(descriptor: 0, path: "<stdin>", writable: false, owned: false)
+    let spool = ImageFile(descriptor: fd, path: file.path, writable: true)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
     defer { buffer.deallocate() }
     while true {
-        let count = try stdin.readSequential(into: buffer)
+        let count = try file.readSequential(into: buffer)
         if count == 0 { break }
         try spool.append(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
     }

@@ -352,3 +352,17 @@ extension ReliabilityTests {
         #expect(missing.stderr.hasPrefix("imgmap: n\u{FFFD}.table: open: No such file or directory"), "\(missing.stderr)")
     }
 }
+
+extension ReliabilityTests {
+    /// `decompress <(cat x.gz)`: a FIFO is read as a stream (spooled), not taken for an empty file.
+    @Test func decompressReadsAFIFOAsAStream() throws {
+        let f = CLIFixture()
+        let compress = try imgmap(["compress", f.a, "-o", "a.gz"], in: f.folder)
+        #expect(compress.status == 0, "\(compress.stderr)")
+        let fifo = f.folder.file("a.fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let run = try imgmap([], wrapper: ["/bin/sh", "-c", #"cat a.gz > a.fifo & exec "$0" decompress a.fifo -o out.img"#], in: f.folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(readBytes(f.folder.file("out.img")) == readBytes(f.a))
+    }
+}

@@ -216,14 +216,14 @@ struct ScatterTests {
         }
     }
 
-    @Test func seekPastTheEndIsAUsageError() throws {
+    @Test func seekPastTheEndIsBadDataForTheDevice() throws {
         let f = CLIFixture()
         let loaded = try loadTables(CLIFixture.cleanTable, devices: ["A": f.a, "B": f.b])
         let input = f.folder.write("in.img", "x")
         expectUnchanged(f.images) {
             let error = failure { _ = try scatterFile(SectorMap(top: loaded.top), input: input, .init(seek: Sector(145))) }
             #expect(error?.description == "--seek 145 lies past the end of the device (144 sectors)")
-            #expect(error?.exitStatus == .usage)
+            #expect(error?.exitStatus == .dataError)
         }
     }
 

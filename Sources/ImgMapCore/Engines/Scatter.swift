@@ -73,7 +73,9 @@ public struct Scatter {
     public func check(inputBytes: UInt64?) throws -> Range<UInt64> {
         let seek = options.seek.value
         guard seek <= map.size.value else {
-            throw PlainFailure("--seek \(seek) lies past the end of the device (\(counted(map.size.value, "sector")))", .usage)
+            // Bad data for this device, like an input that does not fit (65): a usage error (64) is for
+            // a command line that is wrong whatever the tables say.
+            throw PlainFailure("--seek \(seek) lies past the end of the device (\(counted(map.size.value, "sector")))", .dataError)
         }
         guard let inputBytes else {
             try refuseReadOnly(in: seek..<map.size.value)
