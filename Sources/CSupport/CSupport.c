@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <linux/fs.h>
 #include <sys/uio.h>
+#include <stdio.h>
 
 int64_t imgmap_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, uint64_t len) {
     loff_t in = off_in, out = off_out;
@@ -25,6 +26,21 @@ int64_t imgmap_block_device_size(int fd) {
 
 int imgmap_open_exclusive(const char *path, unsigned int mode) {
     return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+}
+
+int imgmap_open_anonymous(const char *directory, unsigned int mode) {
+#ifdef O_TMPFILE
+    return open(directory, O_TMPFILE | O_WRONLY | O_CLOEXEC, (mode_t)mode);
+#else
+    errno = EOPNOTSUPP;
+    return -1;
+#endif
+}
+
+int imgmap_link_anonymous(int fd, const char *path) {
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
 }
 
 int64_t imgmap_splice_to_pipe(int fd_in, int64_t offset, int pipe_out, uint64_t len) {

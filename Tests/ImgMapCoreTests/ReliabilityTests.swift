@@ -287,11 +287,11 @@ struct ReliabilityTests {
     @Test(arguments: [SIGINT, SIGTERM, SIGUSR1, SIGALRM])
     func signalWhileCompressingFromAPipeRemovesTheTemporary(_ signal: Int32) throws {
         let f = CLIFixture()
-        // The child reads stdin from a FIFO no one writes: it has created OUT.tmp-… and waits there.
+        // The child reads stdin from a FIFO no one writes: it holds its output open and waits there.
         let input = FifoReader(f.folder.file("in.fifo"))
         let child = try Child(["compress", "-", "-o", "out.gz"], stdin: input.path,
                               stdout: .init("/dev/null"), stderr: .init(f.folder.file("stderr")), in: f.folder.path)
-        waitUntil("out.gz.tmp-… exists") { f.folder.entries().contains { $0.hasPrefix("out.gz.tmp-") } || !child.isRunning }
+        waitUntil("compress holds its output") { holdsOutput(child.pid, in: f.folder.path, named: "out.gz") || !child.isRunning }
         child.send(signal)
         #expect(child.wait().status == 128 + signal)
         #expect(f.leftovers(besides: ["in.fifo", "stderr"]) == [])

@@ -19,6 +19,11 @@ int imgmap_get_pipe_size(int fd);
 int64_t imgmap_block_device_size(int fd);
 /// open(path, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode): a fresh file, never through a symlink.
 int imgmap_open_exclusive(const char *path, unsigned int mode);
+/// An unnamed regular file in `directory` (O_TMPFILE), or -1 with errno (EOPNOTSUPP, EISDIR… where the
+/// filesystem has none).
+int imgmap_open_anonymous(const char *directory, unsigned int mode);
+/// Gives the unnamed file `fd` the name `path` (linkat through /proc/self/fd); fails with EEXIST if taken.
+int imgmap_link_anonymous(int fd, const char *path);
 
 /// splice(2) from a file at `offset` into a pipe, moving page references instead of copying bytes.
 int64_t imgmap_splice_to_pipe(int fd_in, int64_t offset, int pipe_out, uint64_t len);

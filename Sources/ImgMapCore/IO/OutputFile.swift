@@ -6,9 +6,12 @@ import Darwin
 import CSupport
 import Synchronization
 
-/// Where a command writes its result. A regular file is written as `OUT.tmp-PID-N` beside OUT, created
-/// with O_EXCL|O_NOFOLLOW (never through a planted symlink), and renamed to OUT only by `commit()`;
-/// `discard()` (or a signal that ends the process) removes it. `commit()` fsyncs the file before
+/// Where a command writes its result. A regular file is written as an unnamed file in OUT's directory
+/// (O_TMPFILE), so that no name exists until it is complete, whatever ends the process, SIGKILL and power
+/// loss included; `commit()` links it as `OUT.tmp-PID-N` and renames that to OUT. Where the filesystem
+/// has no O_TMPFILE (or /proc is missing), `OUT.tmp-PID-N` is created at once with O_EXCL|O_NOFOLLOW
+/// (never through a planted symlink) and renamed only by `commit()`; `discard()` (or a signal that ends
+/// the process) removes it. `commit()` fsyncs the file before
 /// the rename and the directory after it. An OUT whose name leaves no room for the suffix gets
 /// `.imgmap.tmp-PID-N` in its directory. `-` is standard output; an existing character device,
 /// FIFO or block device is written in place.
@@ -25,7 +28,10 @@ public final class OutputFile {
     public let path: String
     public let kind: Kind
     public let file: ImageFile
-    let temporaryPath: String?
+    /// The temporary's name: from the start, or (unnamed) only once `commit()` links it.
+    private(set) var temporaryPath: String?
+    /// Written through an unnamed O_TMPFILE file.
+    let unnamed: Bool
     private var finished = false
 
     /// Opens OUT for writing. Refuses (before creating anything) an OUT that is one of `inputs`
@@ -36,6 +42,7 @@ public final class OutputFile {
             self.kind = .stream
             self.file = ImageFile(descriptor: 1, path: "<stdout>", writable: true, owned: false)
             self.temporaryPath = nil
+            self.unnamed = false
             try Self.refuseIfInput(file, path: "standard output", inputs: inputs)
             return
         }
@@ -56,6 +63,17 @@ public final class OutputFile {
                 self.kind = mode == S_IFBLK ? .blockDevice : .stream
                 self.file = ImageFile(descriptor: fd, path: path, writable: true)
                 self.temporaryPath = nil
+                self.unnamed = false
+                return
+            }
+        }
+        if Self.procFileDescriptors {
+            let fd = PathBytes.withCString(Self.directory(of: path)) { imgmap_open_anonymous($0, 0o666) }
+            if fd >= 0 {
+                self.kind = .regularFile
+                self.file = ImageFile(descriptor: fd, path: path, writable: true)
+                self.temporaryPath = nil
+                self.unnamed = true
                 return
             }
         }
@@ -89,7 +107,11 @@ public final class OutputFile {
         self.kind = .regularFile
         self.file = ImageFile(descriptor: fd, path: path, writable: true)
         self.temporaryPath = temp
+        self.unnamed = false
     }
+
+    /// Whether /proc/self/fd is there, which linking an unnamed file to its name needs.
+    static let procFileDescriptors = PathCalls.access("/proc/self/fd", F_OK) == 0
 
     deinit {
         if !finished { discard() }
@@ -102,11 +124,32 @@ public final class OutputFile {
     public func commit() throws {
         guard !finished else { return }
         finished = true
+        if unnamed {
+            // Durable before it is named: a power loss after the link must not leave an empty or partial
+            // file under OUT. A name taken (a stale temporary, something planted) is left alone.
+            do { try file.sync() } catch { try? file.close(); throw error }
+            var code: Int32 = 0
+            for _ in 0..<100 {
+                let temp = Self.temporaryName(for: path)
+                TemporaryFiles.register(temp)
+                if PathBytes.withCString(temp, { imgmap_link_anonymous(file.fd, $0) }) == 0 {
+                    temporaryPath = temp
+                    break
+                }
+                code = errno
+                TemporaryFiles.unregister(temp)
+                if code != EEXIST { break }
+            }
+            guard temporaryPath != nil else {
+                try? file.close()
+                throw IOFailure(path: path, operation: "link the finished output", errno: code, exitStatus: .cannotCreate)
+            }
+        }
         guard let temp = temporaryPath else { return }
         do {
             // Durable before it is named: a power loss after the rename must not leave an empty or
             // partial file under OUT.
-            try file.sync()
+            if !unnamed { try file.sync() }
             try file.close()
         } catch {
             PathCalls.unlink(temp)
@@ -172,6 +215,8 @@ public final class OutputFile {
     public func discard() {
         guard !finished else { return }
         finished = true
+        // An unnamed file vanishes with its last descriptor.
+        if unnamed { try? file.close() }
         if let temp = temporaryPath {
             PathCalls.unlink(temp)
             TemporaryFiles.unregister(temp)
