@@ -46,8 +46,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The export name clients may ask for (any name is accepted when empty).")
     var exportName = ""
 
+    @Option(help: ArgumentHelp("Drop a client that has not finished its handshake after SECONDS.", valueName: "SECONDS"))
+    var handshakeTimeout = NBD.defaultHandshakeTimeout
+
     func validate() throws {
         if socket != nil, listen != nil { throw ValidationError("--socket and --listen cannot be combined") }
+        if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
         if let listen, NBDListenAddress.parseListen(listen) == nil {
             throw ValidationError("--listen \(listen): expected PORT or ADDR:PORT")
         }
@@ -96,7 +100,11 @@ struct ServeCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let server = try NBDServer(export: export, address: address)
-        func cleanUp() {
+        server.handshakeTimeout = handshakeTimeout
+        // Ends every connection after its request in flight and fsyncs the members, then removes the
+        // socket: on SIGINT/SIGTERM, or when the captive command ends.
+        func stopServing() {
+            server.stop()
             server.removeSocket()
             if let temporaryDirectory { rmdir(temporaryDirectory) }
         }
@@ -107,7 +115,7 @@ struct ServeCommand: ParsableCommand {
             _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
             var received: Int32 = 0
             repeat { sigwait(&signals, &received) } while received == SIGCHLD
-            cleanUp()
+            stopServing()
             Glibc.exit(0)
         }
 
@@ -122,7 +130,7 @@ struct ServeCommand: ParsableCommand {
                 var status: Int32 = 0
                 let r = waitpid(child, &status, WNOHANG)
                 guard r == child else { continue }
-                cleanUp()
+                stopServing()
                 let exited = status & 0x7f == 0
                 Glibc.exit(exited ? (status >> 8) & 0xff : 128 + (status & 0x7f))
             }
