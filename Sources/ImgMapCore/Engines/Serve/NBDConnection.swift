@@ -589,3 +589,39 @@ public final class NBDConnection: @unchecked Sendable {
         return descriptors
     }
 }
+
+/// A client's whole byte stream given up front; what the server sends is kept (up to `keep` bytes) and
+/// counted. For tests and the fuzz target: the server runs without a socket or a thread.
+public final class MemoryTransport: NBDTransport {
+    let input: [UInt8]
+    var position = 0
+    let keep: Int
+    public private(set) var output: [UInt8] = []
+    public private(set) var sentBytes = 0
+    public private(set) var closed = false
+
+    public init(input: [UInt8], keep: Int = 1 << 20) {
+        self.input = input
+        self.keep = keep
+    }
+
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws {
+        guard input.count - position >= buffer.count else {
+            position = input.count
+            throw ConnectionClosed()
+        }
+        if buffer.count > 0 {
+            input.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[position..<position + buffer.count])) }
+        }
+        position += buffer.count
+    }
+
+    public func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws {
+        guard !closed else { throw ConnectionClosed() }
+        sentBytes += bytes.count
+        if output.count < keep { output += bytes.prefix(keep - output.count) }
+    }
+
+    public func setDeadline(_ deadline: timespec?) {}
+    public func close() { closed = true }
+}
