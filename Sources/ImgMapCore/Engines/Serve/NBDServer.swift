@@ -7,7 +7,9 @@ import Synchronization
 
 // Plain POSIX sockets with one thread per connection, not swift-nio: NBD requests are served one at a
 // time per connection with blocking pread/pwrite underneath, so an event loop would only hand the work
-// to a thread pool anyway; and swift-nio adds 1–2.5 minutes to every clean CI build here.
+// to a thread pool anyway; and swift-nio adds 1–2.5 minutes to every clean CI build here. Measured
+// (Benchmarks/README.md, "serve"): nbdcopy to /dev/null from this server runs at 1.27× nbdkit's file
+// plugin and 1.22× qemu-nbd on the same image, nbdcopy using 4 connections.
 
 /// Where the server listens.
 public enum NBDListenAddress: Sendable, Equatable {
