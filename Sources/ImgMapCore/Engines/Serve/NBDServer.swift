@@ -183,6 +183,7 @@ public final class NBDServer: @unchecked Sendable {
         func receive(into buffer: UnsafeMutableRawBufferPointer) throws { try socket.receive(into: buffer) }
         func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws { try socket.send(bytes, more: more) }
         func setDeadline(_ deadline: timespec?) { socket.setDeadline(deadline) }
+        func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool { try socket.sendFile(fd, offset: offset, count: count) }
         func close() {
             guard !closed else { return }
             closed = true
