@@ -25,6 +25,7 @@ PACKAGES = {
     "qemu-img": "qemu-utils",
     "nbdkit": "nbdkit",
     "nbdcopy": "libnbd-bin",
+    "qemu-nbd": "qemu-utils",
     "pigz": "pigz",
     "bgzip": "tabix",
     "bmaptool": "bmap-tools",

@@ -193,6 +193,39 @@ def build_ops(I, W, imgmap, has):
             Variant("bgzip -d -@2 | cat", f"bgzip -d -@2 -c {Q(bgz)} | cat > /dev/null", shell=True, needs=["bgzip"]),
         ], requires=["compose", "decompress"]))
 
+    # serve: nbdcopy from an NBD server (imgmap serve, nbdkit file, qemu-nbd) of the same raw image.
+    # Each server runs captive for one copy; nbdcopy uses up to 4 connections when the server offers
+    # multi-conn (all three do, read-only).
+    sock = os.path.join(W, "nbd.sock")
+    pidf = os.path.join(W, "qemu-nbd.pid")
+    copy_cmd = {"/dev/null": 'nbdcopy "$uri" /dev/null', "file": f'nbdcopy "$uri" {Q(out)}'}
+    for dest, cmd in copy_cmd.items():
+        outs = [out] if dest == "file" else []
+        check = same_as(I.random) if dest == "file" else None
+        ops.append(Op(f"serve → nbdcopy {dest}, dense", I.size, [I.random], [
+            Variant("imgmap serve --run nbdcopy", f"{IM} serve {Q(I.t_random)} --run {Q(cmd)}", shell=True,
+                    needs=["nbdcopy"], outputs=outs, check=check, imgmap=True),
+            Variant("nbdkit -r file --run nbdcopy", f"nbdkit -r -U - file {Q(I.random)} --run {Q(cmd)}", shell=True,
+                    needs=["nbdkit", "nbdcopy"], outputs=outs),
+            Variant("qemu-nbd -r -e 8 --fork + nbdcopy",
+                    f"rm -f {Q(sock)}; qemu-nbd -r -f raw -e 8 -x '' --fork --pid-file={Q(pidf)} -k {Q(sock)} {Q(I.random)} && "
+                    f"uri='nbd+unix:///?socket={sock}'; {cmd}; rc=$?; kill $(cat {Q(pidf)}); exit $rc",
+                    shell=True, needs=["qemu-nbd", "nbdcopy"], outputs=outs),
+        ], requires=["serve"]))
+    # The striped set, which no peer can serve: against imgmap serving one member (a third of the bytes).
+    one = os.path.join(W, "m0.table")
+    with open(one, "w") as f:
+        f.write(f"0 {I.member_sizes[0] // SECTOR} linear {I.members[0]} 0\n")
+    null = 'nbdcopy "$uri" /dev/null'
+    ops.append(Op("serve → nbdcopy /dev/null, 3-way striped set", I.size, I.members, [
+        Variant("imgmap serve (striped 3×64K) --run nbdcopy", f"{IM} serve {Q(I.t_striped)} --run {Q(null)}", shell=True,
+                needs=["nbdcopy"], imgmap=True),
+    ], requires=["serve"]))
+    ops.append(Op("serve → nbdcopy /dev/null, one member", I.member_sizes[0], [I.members[0]], [
+        Variant("imgmap serve (linear m0) --run nbdcopy", f"{IM} serve {Q(one)} --run {Q(null)}", shell=True,
+                needs=["nbdcopy"], imgmap=True),
+    ], requires=["serve"]))
+
     # manifest
     bmap = os.path.join(W, "out.bmap")
     for label, img in (("half-zero sparse", I.hz_sparse), ("ext4 fs", I.fs)):

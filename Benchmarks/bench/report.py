@@ -131,6 +131,16 @@ def targets(ops, I):
     ratio("scatter striped vs dd", find("scatter → 3-way", "imgmap"), find("scatter → 3-way", "dd"), 0.8)
     ratio("scatter linear vs dd", find("scatter → linear", "imgmap"), find("scatter → linear", "dd"), 0.8)
     metadata_target_goals(find, med, ratio, out)
+    for dest in ("/dev/null", "file"):
+        ratio(f"serve → nbdcopy {dest} vs nbdkit file", find(f"serve → nbdcopy {dest}, dense", "imgmap"),
+              find(f"serve → nbdcopy {dest}, dense", "nbdkit"), 1.5)
+        ratio(f"serve → nbdcopy {dest} vs qemu-nbd", find(f"serve → nbdcopy {dest}, dense", "imgmap"),
+              find(f"serve → nbdcopy {dest}, dense", "qemu-nbd"), 1.0)
+    s3, s1 = find("serve → nbdcopy /dev/null, 3-way", "imgmap"), find("serve → nbdcopy /dev/null, one member", "imgmap")
+    if s3 and s1:
+        r3 = I.size / med(s3) / 1e6
+        r1 = I.member_sizes[0] / med(s1) / 1e6
+        out.append(f"- serve striped set: {r3:,.0f} MB/s, {r3 / r1:.2f}× the MB/s of serving one member ({r1:,.0f} MB/s)")
     # The two million-entry maps hold their entries in memory by design (24 B per thin run).
     big = [(op.name, v.tool, max(v.rss) / 1024) for op in ops for v in op.variants
            if v.imgmap and v.rss and not op.name.startswith(f"{SEGMENTS:,}") and not op.name.startswith("map of a thin")]

@@ -114,3 +114,17 @@ int imgmap_register_temporary(const char *path) {
 void imgmap_unregister_temporary(int slot) {
     if (slot >= 0 && slot < IMGMAP_TEMPORARY_SLOTS) __atomic_store_n(&temporary_used[slot], 0, __ATOMIC_SEQ_CST);
 }
+
+int imgmap_punch_hole(int fd, int64_t offset, int64_t len) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
+}
+
+int imgmap_zero_range(int fd, int64_t offset, int64_t len) {
+    return fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, len);
+}
+
+#include <sys/sendfile.h>
+int64_t imgmap_sendfile(int out_fd, int in_fd, int64_t offset, uint64_t count) {
+    off_t off = offset;
+    return sendfile(out_fd, in_fd, &off, (size_t)count);
+}

@@ -10,23 +10,45 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Serve the mapped device over NBD (Network Block Device), for qemu, nbdcopy, nbdfuse and other clients.",
         discussion: """
-            Serves the mapped device live, without composing it: reads go through the sector map (an error \
-            segment answers EIO), block status reports zero segments and image holes as holes. Read-only \
-            unless --writable, which writes through the write path as scatter does (zero segments drop \
-            writes, error segments fail with EIO, FLUSH fsyncs the members). Listens on a Unix socket \
-            (--socket), on TCP (--listen, loopback unless an address is given), or on a socket handed \
-            over by socket activation (LISTEN_FDS). The fixed newstyle handshake without TLS: use it on \
-            loopback and Unix sockets only. Prints the URI, then serves until SIGINT or SIGTERM.
+            Serves the mapped device live, without composing it, over the NBD protocol (fixed newstyle \
+            handshake, NBD_OPT_GO/INFO/LIST, structured replies, the base:allocation meta context). Reads \
+            go through the sector map; a read touching an error segment fails whole with EIO, as the \
+            kernel's device does. Block status reports zero segments and image holes as holes that read \
+            as zeros, everything else as data. Requests are checked before any I/O: past the end gives \
+            EINVAL (ENOSPC for writes), unknown commands and flags EINVAL, READ/WRITE longer than 32 MiB \
+            EINVAL. Listens on a Unix socket (--socket), on TCP (--listen, loopback unless an address is \
+            given), or on a socket handed over by socket activation (LISTEN_FDS). No TLS: use loopback and \
+            Unix sockets only. Prints the URI, then serves until SIGINT or SIGTERM, which let each \
+            connection finish its request in flight and fsync the members before exiting 0.
 
-            With --run CMD the server is captive: CMD runs under /bin/sh -c with $uri, $unixsocket and \
-            $nbd set, the server stops when CMD ends and imgmap exits with CMD's status.
+            Read-only unless --writable. Writes go through the write path as scatter's do: into the \
+            member images, dropped on zero segments, refused with EIO (nothing written) when they touch \
+            an error segment, EPERM over a compress image. FLUSH and FUA fsync the members. WRITE_ZEROES: \
+            over image segments the whole sectors are deallocated with fallocate(PUNCH_HOLE), or zeroed \
+            in place with fallocate(ZERO_RANGE) when the client sets NO_HOLE (what the loop driver does), \
+            written as zeros where the filesystem cannot; zero segments drop it; through crypt, raid, \
+            snapshot and other computed segments zeros are written through the target (the block layer's \
+            emulation). TRIM: image segments have their whole sectors deallocated (PUNCH_HOLE), zero \
+            segments drop it, error segments fail it with EIO, computed segments refuse it with EINVAL. \
+            Several connections may read and write at once (CAN_MULTI_CONN): there is no cache in the \
+            server and writes are serialised by one lock.
+
+            With --run CMD the server is captive: CMD runs under /bin/sh -c with $uri \
+            (nbd+unix:///?socket=…), $unixsocket and $nbd (qemu's older nbd:unix:… form) set; the server \
+            stops when CMD ends and imgmap exits with CMD's status. Without --socket or --listen the \
+            socket is made in a private temporary folder and removed afterwards.
+
+            EXIT STATUS: 0 after SIGINT/SIGTERM; CMD's status with --run (128+N when CMD was killed by \
+            signal N); 64 for usage errors; 65/66/74 for tables, images and I/O as in the other commands; \
+            73 when the socket cannot be made or an image cannot be opened for writing.
 
             EXAMPLES:
               imgmap serve raid0.table --dev m0=a.img --dev m1=b.img --run 'nbdcopy "$uri" out.img'
               imgmap serve disk.table --run 'qemu-img convert -O qcow2 "$uri" disk.qcow2'
-              imgmap serve disk.table --run 'nbdfuse mnt/disk "$uri" & sleep 1; e2fsck -n mnt/disk; fusermount -u mnt'
+              imgmap serve disk.table --run 'nbdinfo --map "$uri"'
+              imgmap serve disk.table --run 'nbdfuse -r -P pid mnt "$uri" & until [ -s pid ]; do sleep 0.1; done; e2fsck -fn mnt/nbd; fusermount3 -u mnt'
               imgmap serve disk.table --socket /tmp/disk.sock &   # then: qemu-img info 'nbd+unix:///?socket=/tmp/disk.sock'
-              imgmap serve disk.table --listen 10809 --writable   # then: qemu-system-x86_64 -drive file=nbd://127.0.0.1:10809/
+              imgmap serve disk.table --listen 10809 --writable   # then: qemu-system-x86_64 -drive file=nbd://127.0.0.1:10809/,format=raw
             """)
 
     @OptionGroup var tables: TableOptions
@@ -46,8 +68,12 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The export name clients may ask for (any name is accepted when empty).")
     var exportName = ""
 
+    @Option(help: ArgumentHelp("Drop a client that has not finished its handshake after SECONDS.", valueName: "SECONDS"))
+    var handshakeTimeout = NBD.defaultHandshakeTimeout
+
     func validate() throws {
         if socket != nil, listen != nil { throw ValidationError("--socket and --listen cannot be combined") }
+        if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
         if let listen, NBDListenAddress.parseListen(listen) == nil {
             throw ValidationError("--listen \(listen): expected PORT or ADDR:PORT")
         }
@@ -96,7 +122,11 @@ struct ServeCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let server = try NBDServer(export: export, address: address)
-        func cleanUp() {
+        server.handshakeTimeout = handshakeTimeout
+        // Ends every connection after its request in flight and fsyncs the members, then removes the
+        // socket: on SIGINT/SIGTERM, or when the captive command ends.
+        func stopServing() {
+            server.stop()
             server.removeSocket()
             if let temporaryDirectory { rmdir(temporaryDirectory) }
         }
@@ -107,7 +137,7 @@ struct ServeCommand: ParsableCommand {
             _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
             var received: Int32 = 0
             repeat { sigwait(&signals, &received) } while received == SIGCHLD
-            cleanUp()
+            stopServing()
             Glibc.exit(0)
         }
 
@@ -122,7 +152,7 @@ struct ServeCommand: ParsableCommand {
                 var status: Int32 = 0
                 let r = waitpid(child, &status, WNOHANG)
                 guard r == child else { continue }
-                cleanUp()
+                stopServing()
                 let exited = status & 0x7f == 0
                 Glibc.exit(exited ? (status >> 8) & 0xff : 128 + (status & 0x7f))
             }

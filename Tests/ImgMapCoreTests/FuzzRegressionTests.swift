@@ -50,6 +50,12 @@ import Testing
         #expect(error == nil || error is ImgMapFailure, "\(path): \(String(describing: error))")
     }
 
+    @Test(arguments: inputs("nbd"))
+    func nbdSessionEndsCleanly(_ path: String) {
+        let error = FuzzEntryPoints.nbdSession(Self.bytes(path))
+        #expect(error == nil, "\(path): \(String(describing: error))")
+    }
+
     /// The gzi target's own fixture: its true index is accepted (and gives the true bytes), the same
     /// index with uncompressed offsets 512 bytes early is refused when a member is read.
     @Test func gziTargetAcceptsTheTrueIndexAndRefusesAShiftedOne() {
@@ -65,7 +71,7 @@ import Testing
     }
 
     @Test func everyTargetHasRegressionInputs() {
-        for target in ["table", "bmap", "bgzf", "gzi", "bmap-verify"] {
+        for target in ["table", "bmap", "bgzf", "gzi", "bmap-verify", "nbd"] {
             #expect(!Self.inputs(target).isEmpty, "Fixtures/fuzz/\(target) is empty")
         }
     }

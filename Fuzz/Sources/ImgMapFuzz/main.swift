@@ -5,7 +5,7 @@ import ImgMapCore
 import Glibc
 #endif
 
-/// Which reader this run exercises: IMGMAP_FUZZ_TARGET=table|bmap|bgzf|gzi|bmap-verify.
+/// Which reader this run exercises: IMGMAP_FUZZ_TARGET=table|bmap|bgzf|gzi|bmap-verify|nbd.
 nonisolated(unsafe) let fuzzTarget = String(cString: getenv("IMGMAP_FUZZ_TARGET") ?? strdup("table"))
 
 /// One scratch file for the whole run, rewritten for each BGZF input (memfd_create is hidden from Swift).
@@ -25,6 +25,7 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     case "bgzf": error = FuzzEntryPoints.bgzf(bytes, scratch: scratch)
     case "gzi": error = FuzzEntryPoints.gzi(bytes)
     case "bmap-verify": error = FuzzEntryPoints.bmapVerify(bytes)
+    case "nbd": error = FuzzEntryPoints.nbdSession(bytes)
     default: error = FuzzEntryPoints.tables(bytes)
     }
     if let error, !(error is ImgMapFailure) {

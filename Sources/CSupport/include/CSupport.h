@@ -31,6 +31,17 @@ int64_t imgmap_splice_to_pipe(int fd_in, int64_t offset, int pipe_out, uint64_t 
 /// not change afterwards (used only with a buffer of zeros that is never written).
 int64_t imgmap_vmsplice(int pipe_out, const void *buffer, uint64_t len);
 
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the range reads as zeros and is deallocated,
+/// as the loop driver does for a discard or a write-zeroes that may unmap.
+int imgmap_punch_hole(int fd, int64_t offset, int64_t len);
+/// fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE): the range reads as zeros and stays
+/// allocated, as the loop driver does for a write-zeroes with REQ_NOUNMAP.
+int imgmap_zero_range(int fd, int64_t offset, int64_t len);
+
+/// sendfile(2) of `count` bytes of `in_fd` from `offset` to a socket: one copy out of the page cache
+/// instead of pread's and send's two. Returns the bytes sent.
+int64_t imgmap_sendfile(int out_fd, int in_fd, int64_t offset, uint64_t count);
+
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP (each unless already ignored, as under nohup) that
 /// remove the registered temporary files and _exit(128 + signal), for every signal whose default action
 /// ends the process (but the crash signals). sigaction(2): in force on return.

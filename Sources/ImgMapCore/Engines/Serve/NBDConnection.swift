@@ -1,78 +1,114 @@
-// Each connection is owned by its one thread: @unchecked Sendable only to hand it to that thread.
+// One NBD client served on its own thread: the handshake (NBDNegotiation), then requests one at a time
+// until NBD_CMD_DISC or the socket closes. @unchecked Sendable: a connection is used by its one thread;
+// the export is shared and guarded by its lock.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CSupport
 
 /// What a server exports: the mapped device, read-only or through the write path.
 public final class NBDExport: @unchecked Sendable {
     public let map: SectorMap
     public let name: String
     /// Each member opened read-write (nil: read-only export). Shared by every connection: pwrite on one
-    /// descriptor from several threads is safe, and each request writes whole sectors.
+    /// descriptor from several threads is safe.
     public let writers: [ObjectIdentifier: ImageFile]?
+    /// Reads take it shared, writes exclusive: a write's read-modify-write (a partial sector, a RAID
+    /// stripe's parity, a snapshot's exception store) is never interleaved with another connection's
+    /// write, and no read sees a target's mapping half changed. Never held across socket I/O.
+    let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
     public init(map: SectorMap, name: String = "", writers: [ObjectIdentifier: ImageFile]? = nil) {
         self.map = map
         self.name = name
         self.writers = writers
+        lock = .allocate(capacity: 1)
+        pthread_rwlock_init(lock, nil)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
     }
 
     public var size: UInt64 { map.size.bytes }
     public var writable: Bool { writers != nil }
 
-    /// The transmission flags, stated truthfully: read-only unless writable; FLUSH and FUA always (they
-    /// fsync the members); CACHE (a no-op hint); multi-conn only when read-only, since writes from
-    /// several connections to overlapping partial sectors read-modify-write and could interleave.
-    public var transmissionFlags: UInt16 {
-        var flags = NBD.hasFlags | NBD.sendFlush | NBD.sendFUA | NBD.sendCache | NBD.sendDF
-        if writable { } else { flags |= NBD.readOnly | NBD.canMultiConn }
-        return flags
+    func reading<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func writing<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    /// fsyncs every member opened for writing.
+    public func syncAll() throws {
+        for file in writers?.values ?? [:].values { try file.sync() }
     }
 }
 
-/// The end of a connection: the peer went away, or sent something the protocol cannot recover from.
-struct ConnectionClosed: Error {}
+/// The end of a connection: the peer went away, timed out, or sent something the protocol cannot
+/// recover from.
+public struct ConnectionClosed: Error {}
 
-/// One client: the handshake, then requests served in order until NBD_CMD_DISC or the socket closes.
-/// Memory is bounded by one request buffer of at most `NBD.maxPayload` plus a sector each side.
-final class NBDConnection: @unchecked Sendable {
-    let fd: Int32
-    let export: NBDExport
-    let reader: MapReader
-    var structured = false
-    var metaContext = false
-    var noZeroes = false
-    var buffer: IOBuffer?
+/// Where a connection's bytes come from and go to: a socket, or memory for tests and the fuzz target.
+public protocol NBDTransport: AnyObject {
+    /// Fills `buffer` completely, or throws `ConnectionClosed`.
+    func receive(into buffer: UnsafeMutableRawBufferPointer) throws
+    /// Sends all of `bytes`, or throws `ConnectionClosed`. `more`: more of the same reply follows soon.
+    func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws
+    /// From now on `receive` gives up at this CLOCK_MONOTONIC time (nil: waits forever).
+    func setDeadline(_ deadline: timespec?)
+    func close()
+    /// Sends `count` bytes of file `fd` from `offset` straight from the page cache (sendfile(2)), or
+    /// returns false, having sent nothing, when this transport cannot. Throws `ConnectionClosed` when
+    /// the peer is gone, `FileSendFailure` when the file could not be read after `sent` bytes.
+    func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool
+}
 
-    init(fd: Int32, export: NBDExport) {
-        self.fd = fd
-        self.export = export
-        reader = MapReader(map: export.map, onError: .fail)
+extension NBDTransport {
+    public func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool { false }
+}
+
+/// sendfile(2) stopped after `sent` bytes because of the file (an I/O error, the file shrank).
+public struct FileSendFailure: Error {
+    public var sent: Int
+    public var errno: Int32
+}
+
+/// A connected stream socket. recv/send with EINTR retried; a deadline is kept with poll(2).
+public final class SocketTransport: NBDTransport {
+    public let fd: Int32
+    var deadline: timespec?
+
+    public init(fd: Int32) { self.fd = fd }
+
+    public func setDeadline(_ deadline: timespec?) { self.deadline = deadline }
+
+    /// Milliseconds left before the deadline (0 when past it).
+    func millisecondsLeft(_ deadline: timespec) -> Int32 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let left = (Int64(deadline.tv_sec) - Int64(now.tv_sec)) * 1000 + (Int64(deadline.tv_nsec) - Int64(now.tv_nsec)) / 1_000_000
+        return Int32(max(0, min(left, Int64(Int32.max))))
     }
 
-    /// Serves the client until it leaves; never throws (a broken client only ends its own connection).
-    func serve(handshakeTimeout: Int) {
-        defer { close(fd) }
-        do {
-            setReceiveTimeout(seconds: handshakeTimeout)
-            guard try handshake() else { return }
-            setReceiveTimeout(seconds: 0)
-            try transmission()
-        } catch {}
-    }
-
-    func setReceiveTimeout(seconds: Int) {
-        var tv = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    // MARK: Socket I/O
-
-    func receive(into p: UnsafeMutableRawBufferPointer) throws {
+    public func receive(into p: UnsafeMutableRawBufferPointer) throws {
         var done = 0
         while done < p.count {
+            if let deadline {
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&pfd, 1, millisecondsLeft(deadline))
+                if ready < 0, errno == EINTR { continue }
+                guard ready > 0 else { throw ConnectionClosed() }
+            }
             let n = recv(fd, p.baseAddress! + done, p.count - done, 0)
             if n < 0, errno == EINTR { continue }
             guard n > 0 else { throw ConnectionClosed() }
@@ -80,13 +116,7 @@ final class NBDConnection: @unchecked Sendable {
         }
     }
 
-    func receive(_ count: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        if count > 0 { try bytes.withUnsafeMutableBytes { try receive(into: $0) } }
-        return bytes
-    }
-
-    func send(_ p: UnsafeRawBufferPointer, more: Bool = false) throws {
+    public func send(_ p: UnsafeRawBufferPointer, more: Bool) throws {
         var done = 0
         while done < p.count {
             let n = Glibc.send(fd, p.baseAddress! + done, p.count - done, Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0))
@@ -96,96 +126,111 @@ final class NBDConnection: @unchecked Sendable {
         }
     }
 
+    public func close() { _ = Glibc.close(fd) }
+
+    public func sendFile(_ file: Int32, offset: UInt64, count: Int) throws -> Bool {
+        var done = 0
+        while done < count {
+            let n = imgmap_sendfile(fd, file, Int64(offset) + Int64(done), UInt64(count - done))
+            if n < 0, errno == EINTR { continue }
+            if n < 0, errno == EINVAL || errno == ENOSYS, done == 0 { return false }
+            if n < 0, errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN { throw ConnectionClosed() }
+            guard n > 0 else { throw FileSendFailure(sent: done, errno: n == 0 ? EIO : errno) }
+            done += Int(n)
+        }
+        return true
+    }
+}
+
+/// One client. Memory is bounded by one buffer of `NBD.pieceSize` plus a sector, whatever is asked.
+public final class NBDConnection: @unchecked Sendable {
+    let transport: any NBDTransport
+    let export: NBDExport
+    let reader: MapReader
+    let scatter: Scatter
+    let handshakeTimeout: Int
+    var negotiation: NBDNegotiation
+    var session: NBDSession
+    var pieceBuffer: IOBuffer?
+
+    public init(transport: any NBDTransport, export: NBDExport, handshakeTimeout: Int = NBD.defaultHandshakeTimeout) {
+        self.transport = transport
+        self.export = export
+        self.handshakeTimeout = handshakeTimeout
+        reader = MapReader(map: export.map, onError: .fail)
+        scatter = Scatter(map: export.map, options: Scatter.Options())
+        negotiation = NBDNegotiation(exportName: export.name, exportSize: export.size, writable: export.writable)
+        session = negotiation.session
+    }
+
+    /// Serves the client until it leaves, then closes the transport. Never throws: a broken client
+    /// only ends its own connection.
+    public func serve() {
+        defer { transport.close() }
+        do {
+            var deadline = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &deadline)
+            deadline.tv_sec += handshakeTimeout
+            transport.setDeadline(deadline)
+            guard try handshake() else { return }
+            transport.setDeadline(nil)
+            session = negotiation.session
+            try transmission()
+        } catch {}
+    }
+
+    // MARK: Bytes
+
+    func receive(_ count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        if count > 0 { try bytes.withUnsafeMutableBytes { try transport.receive(into: $0) } }
+        return bytes
+    }
+
     func send(_ bytes: [UInt8], more: Bool = false) throws {
-        try bytes.withUnsafeBytes { try send($0, more: more) }
+        try bytes.withUnsafeBytes { try transport.send($0, more: more) }
+    }
+
+    /// Reads and drops `count` bytes through the piece buffer (a payload that is not used).
+    func discard(_ count: Int) throws {
+        let scratch = buffer()
+        var left = count
+        while left > 0 {
+            let n = min(left, scratch.count)
+            try transport.receive(into: UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[0..<n]))
+            left -= n
+        }
+    }
+
+    /// The connection's one buffer: a piece plus a partial sector, allocated on first use.
+    func buffer() -> IOBuffer {
+        if let pieceBuffer { return pieceBuffer }
+        let fresh = IOBuffer(size: NBD.pieceSize + Int(sectorSize))
+        pieceBuffer = fresh
+        return fresh
     }
 
     // MARK: Handshake
 
-    /// The fixed newstyle handshake. Returns false when the client aborted.
+    /// The fixed newstyle handshake. Returns false when the client aborted or must be dropped.
     func handshake() throws -> Bool {
-        var w = BigEndianWriter()
-        w.u64(NBD.initMagic); w.u64(NBD.optionMagic); w.u16(NBD.flagFixedNewstyle | NBD.flagNoZeroes)
-        try send(w.bytes)
+        try send(NBDNegotiation.greeting)
         var r = BigEndianReader(try receive(4))
-        let clientFlags = r.u32()!
-        guard clientFlags & NBD.clientFixedNewstyle != 0 else { throw ConnectionClosed() }
-        noZeroes = clientFlags & NBD.clientNoZeroes != 0
+        guard negotiation.clientFlags(r.u32()!) else { return false }
         while true {
-            var h = BigEndianReader(try receive(16))
-            guard h.u64() == NBD.optionMagic, let option = h.u32(), let length = h.u32() else { throw ConnectionClosed() }
-            guard length <= NBD.maxOptionLength else {
-                // Skip nothing: a client sending this much option data is not one we can talk to.
-                throw ConnectionClosed()
+            guard let (option, length) = NBDNegotiation.optionHeader(try receive(16)) else { return false }
+            let step: NBDNegotiation.Step
+            if length > NBD.maxOptionLength {
+                try discard(Int(length))
+                step = negotiation.tooBig(option)
+            } else {
+                step = negotiation.option(option, data: try receive(Int(length)))
             }
-            let data = try receive(Int(length))
-            switch option {
-            case NBD.optExportName:
-                guard String(decoding: data, as: UTF8.self) == export.name || data.isEmpty else { throw ConnectionClosed() }
-                var e = BigEndianWriter()
-                e.u64(export.size); e.u16(export.transmissionFlags)
-                if !noZeroes { e.append([UInt8](repeating: 0, count: 124)) }
-                try send(e.bytes)
-                return true
-            case NBD.optAbort:
-                try? send(NBD.optionReply(option: option, type: NBD.repAck))
-                return false
-            case NBD.optList:
-                guard data.isEmpty else { try send(NBD.optionReply(option: option, type: NBD.repErrInvalid)); continue }
-                var p = BigEndianWriter()
-                p.u32(UInt32(export.name.utf8.count)); p.string(export.name)
-                try send(NBD.optionReply(option: option, type: NBD.repServer, payload: p.bytes))
-                try send(NBD.optionReply(option: option, type: NBD.repAck))
-            case NBD.optStructuredReply:
-                guard data.isEmpty else { try send(NBD.optionReply(option: option, type: NBD.repErrInvalid)); continue }
-                structured = true
-                try send(NBD.optionReply(option: option, type: NBD.repAck))
-            case NBD.optInfo, NBD.optGo:
-                guard let request = NBDInfoRequest.parse(data) else {
-                    try send(NBD.optionReply(option: option, type: NBD.repErrInvalid)); continue
-                }
-                guard request.name == export.name || request.name.isEmpty else {
-                    try send(NBD.optionReply(option: option, type: NBD.repErrUnknown)); continue
-                }
-                var info = BigEndianWriter()
-                info.u16(NBD.infoExport); info.u64(export.size); info.u16(export.transmissionFlags)
-                try send(NBD.optionReply(option: option, type: NBD.repInfo, payload: info.bytes))
-                if request.infos.contains(NBD.infoBlockSize) {
-                    // Any byte alignment works (partial sectors are read-modify-written); 4 KiB preferred.
-                    var b = BigEndianWriter()
-                    b.u16(NBD.infoBlockSize); b.u32(1); b.u32(4096); b.u32(NBD.maxPayload)
-                    try send(NBD.optionReply(option: option, type: NBD.repInfo, payload: b.bytes))
-                }
-                if request.infos.contains(NBD.infoName) {
-                    var n = BigEndianWriter()
-                    n.u16(NBD.infoName); n.string(export.name)
-                    try send(NBD.optionReply(option: option, type: NBD.repInfo, payload: n.bytes))
-                }
-                try send(NBD.optionReply(option: option, type: NBD.repAck))
-                if option == NBD.optGo { return true }
-            case NBD.optListMetaContext, NBD.optSetMetaContext:
-                let setting = option == NBD.optSetMetaContext
-                guard let request = NBDMetaContextRequest.parse(data) else {
-                    try send(NBD.optionReply(option: option, type: NBD.repErrInvalid)); continue
-                }
-                guard !setting || structured else {
-                    try send(NBD.optionReply(option: option, type: NBD.repErrInvalid)); continue
-                }
-                guard request.name == export.name || request.name.isEmpty else {
-                    try send(NBD.optionReply(option: option, type: NBD.repErrUnknown)); continue
-                }
-                let chosen = request.queries.isEmpty ? !setting
-                    : request.queries.contains { NBDMetaContextRequest.selectsBaseAllocation($0, listing: !setting) }
-                if setting { metaContext = chosen }
-                if chosen {
-                    var p = BigEndianWriter()
-                    p.u32(setting ? NBD.baseAllocationID : 0); p.string(NBD.baseAllocation)
-                    try send(NBD.optionReply(option: option, type: NBD.repMetaContext, payload: p.bytes))
-                }
-                try send(NBD.optionReply(option: option, type: NBD.repAck))
-            default:
-                // STARTTLS included: TLS is not offered (only loopback and Unix sockets are meant).
-                try send(NBD.optionReply(option: option, type: NBD.repErrUnsup))
+            switch step {
+            case .reply(let bytes): try send(bytes)
+            case .transmission(let bytes): try send(bytes); return true
+            case .abort(let bytes): try? send(bytes); return false
+            case .close: return false
             }
         }
     }
@@ -193,56 +238,32 @@ final class NBDConnection: @unchecked Sendable {
     // MARK: Transmission
 
     func transmission() throws {
-        let header = IOBuffer(size: NBD.requestHeaderSize)
+        var header = [UInt8](repeating: 0, count: NBD.requestHeaderSize)
         while true {
-            try receive(into: header.bytes)
-            guard let request = NBDRequest.parse(UnsafeRawBufferPointer(header.bytes)) else { throw ConnectionClosed() }
+            try header.withUnsafeMutableBytes { try transport.receive(into: $0) }
+            // Garbage instead of a request header: nothing can be trusted any more (proto.md allows a
+            // hard disconnect on a violation).
+            guard let request = NBDRequest.parse(header) else { throw ConnectionClosed() }
             if request.type == NBD.cmdDisc { return }
-            if request.type == NBD.cmdWrite {
-                // The payload follows the header whatever the answer; a length over the cap cannot be
-                // skipped safely within bounded memory, so such a client is disconnected after the error.
-                if let error = request.check(exportSize: export.size, writable: export.writable, structured: structured) {
-                    try sendError(error, cookie: request.cookie, message: "write refused")
-                    if request.length > NBD.maxPayload { throw ConnectionClosed() }
-                    try discard(Int(request.length))
-                    continue
-                }
-            } else if let error = request.check(exportSize: export.size, writable: export.writable, structured: structured) {
-                try sendError(error, cookie: request.cookie, message: error == NBD.EINVAL ? "offset or length out of range" : "refused")
+            if let (error, message) = request.refusal(in: session) {
+                if request.hasPayload { try discard(Int(request.length)) }
+                try sendError(error, cookie: request.cookie, message: message)
                 continue
             }
             switch request.type {
             case NBD.cmdRead: try read(request)
             case NBD.cmdWrite: try write(request)
             case NBD.cmdFlush: try flush(request)
-            case NBD.cmdCache: try sendOK(request.cookie)
+            case NBD.cmdTrim: try trim(request)
+            case NBD.cmdWriteZeroes: try writeZeroes(request)
             case NBD.cmdBlockStatus: try blockStatus(request)
-            default: try sendError(NBD.EINVAL, cookie: request.cookie, message: "command not supported")
+            default: try sendOK(request.cookie)  // CACHE: a hint; the page cache does the rest
             }
         }
     }
 
-    func discard(_ count: Int) throws {
-        let scratch = requestBuffer(min(count, 1 << 20))
-        var left = count
-        while left > 0 {
-            let n = min(left, scratch.count)
-            try receive(into: UnsafeMutableRawBufferPointer(rebasing: scratch.bytes[0..<n]))
-            left -= n
-        }
-    }
-
-    /// The connection's buffer, grown on demand up to one maximal request plus a sector each side.
-    func requestBuffer(_ bytes: Int) -> IOBuffer {
-        if let buffer, buffer.count >= bytes { return buffer }
-        let size = max(bytes, 1 << 20)
-        let fresh = IOBuffer(size: size)
-        buffer = fresh
-        return fresh
-    }
-
     func sendOK(_ cookie: UInt64) throws {
-        if structured {
+        if session.structured {
             try send(NBD.chunkHeader(flags: NBD.replyFlagDone, type: NBD.chunkNone, cookie: cookie, length: 0))
         } else {
             try send(NBD.simpleReply(error: 0, cookie: cookie))
@@ -250,119 +271,399 @@ final class NBDConnection: @unchecked Sendable {
     }
 
     func sendError(_ error: UInt32, cookie: UInt64, message: String) throws {
-        if structured {
+        if session.structured {
             try send(NBD.errorChunk(error: error, cookie: cookie, message: message))
         } else {
             try send(NBD.simpleReply(error: error, cookie: cookie))
         }
     }
 
-    /// Reads the whole sectors covering [offset, offset+length) into the buffer; returns where the
-    /// requested bytes start in it.
-    func readCovering(offset: UInt64, length: UInt32) throws -> (IOBuffer, Int) {
-        let first = offset / sectorSize
-        let last = (offset + UInt64(length) + sectorSize - 1) / sectorSize
-        let buffer = requestBuffer(Int((last - first) * sectorSize))
-        if last > first {
-            try reader.read(into: buffer.prefix(Int((last - first) * sectorSize)), at: Sector(first))
-        }
-        return (buffer, Int(offset - first * sectorSize))
+    /// The first error extent in sectors [first, last), as the message the kernel's EIO is told with.
+    func errorExtent(_ first: UInt64, _ last: UInt64) -> String? {
+        struct Found: Error { let message: String }
+        do {
+            try export.map.forEachExtent(from: Sector(first), to: Sector(last)) { extent in
+                if case .error = extent.source {
+                    throw Found(message: "sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)) fail with EIO, as the kernel's device does")
+                }
+            }
+        } catch let found as Found {
+            return found.message
+        } catch {}
+        return nil
     }
 
+    /// The sectors a byte range touches, partial ones included.
+    static func covering(_ offset: UInt64, _ length: UInt32) -> (first: UInt64, last: UInt64) {
+        (offset / sectorSize, (offset + UInt64(length) + sectorSize - 1) / sectorSize)
+    }
+
+    /// Where the piece starting at device byte `pos` ends: at most `NBD.pieceSize` bytes from the sector
+    /// holding `pos`, so the piece and its partial sectors fit the buffer.
+    static func pieceEnd(_ pos: UInt64, _ end: UInt64) -> UInt64 {
+        min(end, pos / sectorSize * sectorSize + UInt64(NBD.pieceSize))
+    }
+
+    /// A READ: an error extent anywhere in it fails it whole with EIO before any data (the kernel fails
+    /// the whole bio). Data goes in pieces; with structured replies as one OFFSET_DATA chunk (so DF is
+    /// always honoured). Pieces of raw image data and zeros are sent with sendfile(2); others are read
+    /// through MapReader. An I/O error once data is on its way pads the chunk with zeros and ends with
+    /// an error chunk (structured) or drops the connection (simple: proto.md's only option then).
     func read(_ request: NBDRequest) throws {
-        let buffer: IOBuffer
-        let at: Int
-        do {
-            (buffer, at) = try readCovering(offset: request.offset, length: request.length)
-        } catch let error as MappedReadError {
-            return try sendError(NBD.EIO, cookie: request.cookie, message: error.description)
-        } catch let error as ImgMapFailure {
-            return try sendError(NBD.EIO, cookie: request.cookie, message: error.description)
+        let (first, last) = Self.covering(request.offset, request.length)
+        if let message = export.reading({ errorExtent(first, last) }) {
+            return try sendError(NBD.EIO, cookie: request.cookie, message: message)
         }
-        let data = UnsafeRawBufferPointer(rebasing: buffer.bytes[at..<at + Int(request.length)])
-        if structured {
-            if request.length == 0 { return try sendOK(request.cookie) }
-            var offset = BigEndianWriter()
-            offset.u64(request.offset)
-            try send(NBD.chunkHeader(flags: NBD.replyFlagDone, type: NBD.chunkOffsetData, cookie: request.cookie,
-                                     length: request.length + 8) + offset.bytes, more: true)
-        } else {
-            try send(NBD.simpleReply(error: 0, cookie: request.cookie), more: request.length > 0)
+        if request.length == 0 { return try sendOK(request.cookie) }
+        let end = request.offset + UInt64(request.length)
+        let buffer = buffer()
+        let onePiece = Self.pieceEnd(request.offset, end) == end
+        var pos = request.offset
+        var zeroCopy = true
+        var headerSent = false
+        var direct = false
+        func sendHeader(done: Bool) throws {
+            guard !headerSent else { return }
+            headerSent = true
+            if session.structured {
+                var offset = BigEndianWriter()
+                offset.u64(request.offset)
+                try send(NBD.chunkHeader(flags: done ? NBD.replyFlagDone : 0, type: NBD.chunkOffsetData,
+                                         cookie: request.cookie, length: request.length + 8) + offset.bytes, more: true)
+            } else {
+                try send(NBD.simpleReply(error: 0, cookie: request.cookie), more: true)
+            }
         }
-        try send(data)
+        /// After an error once data is on its way: the chunk is completed with zeros and an error chunk
+        /// ends the reply (structured), or the connection is dropped (simple: proto.md's only option).
+        func failAfterHeader(at: UInt64, _ message: String) throws {
+            guard session.structured else { throw ConnectionClosed() }
+            var left = end - at
+            while left > 0 {
+                let n = Int(min(left, UInt64(zeroPagesSize)))
+                try transport.send(UnsafeRawBufferPointer(start: zeroPages, count: n), more: true)
+                left -= UInt64(n)
+            }
+            try send(NBD.errorChunk(error: NBD.EIO, cookie: request.cookie, message: message))
+        }
+        while pos < end {
+            let pieceEnd = Self.pieceEnd(pos, end)
+            let base = pos / sectorSize * sectorSize
+            let span = Int((pieceEnd + sectorSize - 1) / sectorSize * sectorSize - base)
+            if zeroCopy, let runs = export.reading({ directRuns(pos, pieceEnd) }) {
+                // Image data and zeros only: sent from the page cache with sendfile(2), one copy fewer
+                // than pread and send. The data chunk then never carries DONE (an image could still fail
+                // to read while it goes out); a NONE chunk ends the reply.
+                direct = true
+                try sendHeader(done: false)
+                var at = pos
+                do {
+                    for run in runs {
+                        if let fd = run.fd {
+                            guard try transport.sendFile(fd, offset: run.fileOffset, count: run.count) else { zeroCopy = false; break }
+                        } else {
+                            var left = run.count
+                            while left > 0 {
+                                let n = min(left, zeroPagesSize)
+                                try transport.send(UnsafeRawBufferPointer(start: zeroPages, count: n), more: true)
+                                left -= n
+                            }
+                        }
+                        at += UInt64(run.count)
+                    }
+                } catch let failure as FileSendFailure {
+                    let where_ = at + UInt64(failure.sent)
+                    return try failAfterHeader(at: where_, "READ at byte \(where_): sendfile: \(String(cString: strerror(failure.errno)))")
+                }
+                pos = at
+                if zeroCopy { continue }
+                // sendfile is not possible here: the rest the usual way.
+                continue
+            }
+            do {
+                try export.reading { try reader.read(into: buffer.prefix(span), at: Sector(base / sectorSize)) }
+            } catch {
+                let message = "\(NBD.commandName(request.type)) at byte \(pos): \((error as? ImgMapFailure)?.description ?? String(describing: error))"
+                if !headerSent { return try sendError(NBD.EIO, cookie: request.cookie, message: message) }
+                return try failAfterHeader(at: pos, message)
+            }
+            try sendHeader(done: onePiece)
+            let at = Int(pos - base)
+            try transport.send(UnsafeRawBufferPointer(rebasing: buffer.bytes[at..<at + Int(pieceEnd - pos)]), more: pieceEnd < end)
+            pos = pieceEnd
+        }
+        if session.structured, !onePiece || direct {
+            try send(NBD.chunkHeader(flags: NBD.replyFlagDone, type: NBD.chunkNone, cookie: request.cookie, length: 0))
+        }
     }
 
-    func write(_ request: NBDRequest) throws {
-        guard let writers = export.writers else { return try sendError(NBD.EPERM, cookie: request.cookie, message: "read-only") }
-        // Receive first: the payload must be drained whatever happens next.
-        let first = request.offset / sectorSize
-        let last = (request.offset + UInt64(request.length) + sectorSize - 1) / sectorSize
-        let span = Int((last - first) * sectorSize)
-        let buffer = requestBuffer(span)
-        let at = Int(request.offset - first * sectorSize)
-        try receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[at..<at + Int(request.length)]))
-        guard request.length > 0 else { return try sendOK(request.cookie) }
+    /// One run of a piece sent without a user-space copy: image bytes (`fd` at `fileOffset`) or zeros.
+    struct DirectRun {
+        var fd: Int32?
+        var fileOffset: UInt64
+        var count: Int
+    }
+
+    /// Bytes [pos, end) as runs of raw image data and zeros, or nil when any part comes from elsewhere
+    /// (a computed piece, a compress image, an error extent), which must go through MapReader.
+    func directRuns(_ pos: UInt64, _ end: UInt64) -> [DirectRun]? {
+        var runs: [DirectRun] = []
+        struct Other: Error {}
         do {
-            let scatter = Scatter(map: export.map, options: Scatter.Options())
-            try scatter.refuseReadOnly(in: first..<last)
-            try scatter.refuseErrors(in: first..<last, upFront: true)
-            // A partial first or last sector keeps the rest of its bytes, as a buffered write to a
-            // block device does.
-            let scratch = IOBuffer(size: Int(sectorSize))
-            if at > 0 {
-                try reader.read(into: scratch.bytes, at: Sector(first))
-                buffer.bytes.baseAddress!.copyMemory(from: scratch.bytes.baseAddress!, byteCount: at)
+            try export.map.forEachExtent(from: Sector(pos / sectorSize), to: Sector((end + sectorSize - 1) / sectorSize)) { extent in
+                let from = max(pos, extent.start.bytes), to = min(end, extent.end.bytes)
+                guard to > from else { return }
+                switch extent.source {
+                case .zero:
+                    runs.append(DirectRun(fd: nil, fileOffset: 0, count: Int(to - from)))
+                case .data(let leaf, let offset) where leaf.backing.isRaw:
+                    runs.append(DirectRun(fd: leaf.image.fd, fileOffset: offset.bytes + (from - extent.start.bytes), count: Int(to - from)))
+                default:
+                    throw Other()
+                }
             }
-            let end = at + Int(request.length)
-            if end < span {
-                try reader.read(into: scratch.bytes, at: Sector(last - 1))
-                let inSector = end - (span - Int(sectorSize))
-                (buffer.bytes.baseAddress! + end).copyMemory(from: scratch.bytes.baseAddress! + inSector, byteCount: Int(sectorSize) - inSector)
-            }
-            var report = Scatter.Report(bytes: 0, written: SectorRangeList(), skipped: SectorRangeList(), dropped: SectorRangeList())
-            try scatter.write(buffer.prefix(span), at: Sector(first), writers: writers, report: &report)
-            if request.flags & NBD.cmdFlagFUA != 0 {
-                for leaf in scatter.leavesWritten(in: first..<last) { try writers[ObjectIdentifier(leaf)]?.sync() }
-            }
-        } catch let error as ImgMapFailure {
-            return try sendError(NBD.EIO, cookie: request.cookie, message: error.description)
+        } catch {
+            return nil
         }
+        return runs
+    }
+
+    /// What the write path refuses for sectors [first, last) before anything is written: a target or
+    /// image that cannot be written (EPERM), an error extent (EIO, as the kernel's write).
+    func writeRefusal(_ first: UInt64, _ last: UInt64) -> (UInt32, String)? {
+        guard last > first else { return nil }
+        do {
+            try scatter.refuseReadOnly(in: first..<last)
+        } catch {
+            return (NBD.EPERM, (error as? ImgMapFailure)?.description ?? String(describing: error))
+        }
+        do {
+            try scatter.refuseErrors(in: first..<last, upFront: true)
+        } catch {
+            return (NBD.EIO, (error as? ImgMapFailure)?.description ?? String(describing: error))
+        }
+        return nil
+    }
+
+    /// Makes what a FUA request wrote durable: fsync of the members it touched.
+    func syncWritten(_ first: UInt64, _ last: UInt64) throws {
+        guard let writers = export.writers else { return }
+        for leaf in scatter.leavesWritten(in: first..<last) { try writers[ObjectIdentifier(leaf)]?.sync() }
+    }
+
+    /// Merges the bytes of device sector `sector` outside [from, to) into `buffer` at `at` (a partial
+    /// sector keeps the rest of its bytes, as a buffered write to a block device does).
+    func mergeSector(_ sector: UInt64, keepingOutside from: Int, _ to: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let current = IOBuffer(size: Int(sectorSize))
+        try reader.read(into: current.bytes, at: Sector(sector))
+        if from > 0 { buffer.baseAddress!.copyMemory(from: current.bytes.baseAddress!, byteCount: from) }
+        if to < Int(sectorSize) {
+            (buffer.baseAddress! + to).copyMemory(from: current.bytes.baseAddress! + to, byteCount: Int(sectorSize) - to)
+        }
+    }
+
+    /// A WRITE through the write path (scatter's rules), piece by piece as the payload arrives; each
+    /// piece is written under the export's write lock, which is never held while waiting for the client.
+    func write(_ request: NBDRequest) throws {
+        let (first, last) = Self.covering(request.offset, request.length)
+        var failure = export.reading { writeRefusal(first, last) }
+        let end = request.offset + UInt64(request.length)
+        let buffer = buffer()
+        var pos = request.offset
+        while pos < end {
+            let pieceEnd = Self.pieceEnd(pos, end)
+            let base = pos / sectorSize * sectorSize
+            let spanEnd = (pieceEnd + sectorSize - 1) / sectorSize * sectorSize
+            let at = Int(pos - base)
+            let count = Int(pieceEnd - pos)
+            try transport.receive(into: UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[at..<at + count]))
+            if failure == nil, let writers = export.writers {
+                do {
+                    try export.writing {
+                        let span = buffer.prefix(Int(spanEnd - base))
+                        if at > 0 {
+                            let to = min(Int(sectorSize), at + count)
+                            try mergeSector(base / sectorSize, keepingOutside: at, to, into: span)
+                        }
+                        let tailStart = spanEnd - sectorSize
+                        if pieceEnd % sectorSize != 0, tailStart >= base + (at > 0 ? sectorSize : 0) {
+                            let tail = UnsafeMutableRawBufferPointer(rebasing: span[Int(tailStart - base)...])
+                            try mergeSector(tailStart / sectorSize, keepingOutside: 0, Int(pieceEnd - tailStart), into: tail)
+                        }
+                        var report = Scatter.Report(bytes: 0, written: SectorRangeList(), skipped: SectorRangeList(), dropped: SectorRangeList())
+                        try scatter.write(span, at: Sector(base / sectorSize), writers: writers, report: &report)
+                    }
+                } catch {
+                    failure = (NBD.EIO, "WRITE at byte \(pos): \((error as? ImgMapFailure)?.description ?? String(describing: error))")
+                }
+            }
+            pos = pieceEnd
+        }
+        if failure == nil, request.flags & NBD.cmdFlagFUA != 0 {
+            do { try syncWritten(first, last) } catch { failure = (NBD.EIO, "fsync: \(error)") }
+        }
+        if let (error, message) = failure { return try sendError(error, cookie: request.cookie, message: message) }
         try sendOK(request.cookie)
     }
 
     func flush(_ request: NBDRequest) throws {
         do {
-            for file in export.writers?.values ?? [:].values { try file.sync() }
+            try export.syncAll()
         } catch {
-            return try sendError(NBD.EIO, cookie: request.cookie, message: error.description)
+            return try sendError(NBD.EIO, cookie: request.cookie, message: (error as? ImgMapFailure)?.description ?? "\(error)")
+        }
+        try sendOK(request.cookie)
+    }
+
+    /// The whole sectors inside a byte range.
+    static func inner(_ offset: UInt64, _ length: UInt32) -> Range<UInt64> {
+        let first = (offset + sectorSize - 1) / sectorSize
+        let last = (offset + UInt64(length)) / sectorSize
+        return first..<max(first, last)
+    }
+
+    /// A TRIM, as the kernel's discard through dm: an image extent has its whole sectors deallocated
+    /// with fallocate(PUNCH_HOLE) (what the loop driver does for a discard; they then read as zeros),
+    /// a zero extent drops it (dm-zero), an error extent fails it with EIO (dm-error). Through a computed
+    /// piece (crypt, raid, snapshot, …) it is refused with EINVAL: those targets do not pass discards
+    /// offline. Partial sectors at the ends are left alone (a discard is a hint). Nothing is done unless
+    /// the whole range can be.
+    func trim(_ request: NBDRequest) throws {
+        let (first, last) = Self.covering(request.offset, request.length)
+        let whole = Self.inner(request.offset, request.length)
+        struct Refused: Error { let error: UInt32; let message: String }
+        do {
+            try export.writing {
+                if let (error, message) = writeRefusal(first, last) { throw Refused(error: error, message: message) }
+                try export.map.forEachExtent(from: Sector(first), to: Sector(last)) { extent in
+                    if case .computed = extent.source {
+                        throw Refused(error: NBD.EINVAL, message: "TRIM of sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)): not passed through \(extent.origin.target) offline")
+                    }
+                }
+                guard let writers = export.writers, !whole.isEmpty else { return }
+                try export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
+                    guard case .data(let leaf, let offset) = extent.source, let writer = writers[ObjectIdentifier(leaf)] else { return }
+                    if imgmap_punch_hole(writer.fd, Int64(offset.bytes), Int64(extent.length.bytes)) != 0 {
+                        let code = errno
+                        // A filesystem without hole punching: the discard is only a hint.
+                        if code == EOPNOTSUPP || code == ENOSYS { return }
+                        throw IOFailure(path: leaf.path, operation: "fallocate(PUNCH_HOLE) at byte \(offset.bytes)", errno: code)
+                    }
+                }
+            }
+            if request.flags & NBD.cmdFlagFUA != 0 { try syncWritten(first, last) }
+        } catch let refused as Refused {
+            return try sendError(refused.error, cookie: request.cookie, message: refused.message)
+        } catch {
+            return try sendError(NBD.EIO, cookie: request.cookie, message: (error as? ImgMapFailure)?.description ?? "\(error)")
+        }
+        try sendOK(request.cookie)
+    }
+
+    /// A WRITE_ZEROES, as the kernel's: over image extents only, the whole sectors go to
+    /// fallocate(PUNCH_HOLE), or fallocate(ZERO_RANGE) with NO_HOLE (what the loop driver does with
+    /// REQ_OP_WRITE_ZEROES without and with REQ_NOUNMAP; written zeros where the filesystem cannot);
+    /// zero extents drop it, error extents fail it with EIO up front. When the range crosses a computed
+    /// piece the whole range is written with zeros through the write path, as the block layer emulates
+    /// write-zeroes for a device that cannot offload it. Partial sectors are read-modify-written.
+    func writeZeroes(_ request: NBDRequest) throws {
+        let (first, last) = Self.covering(request.offset, request.length)
+        let end = request.offset + UInt64(request.length)
+        let whole = Self.inner(request.offset, request.length)
+        struct Refused: Error { let error: UInt32; let message: String }
+        do {
+            try export.writing {
+                if let (error, message) = writeRefusal(first, last) { throw Refused(error: error, message: message) }
+                guard let writers = export.writers, request.length > 0 else { return }
+                var report = Scatter.Report(bytes: 0, written: SectorRangeList(), skipped: SectorRangeList(), dropped: SectorRangeList())
+                // The partial sectors at either end (one sector when the range lies inside it).
+                for sector in Set([first, last - 1]) where !whole.contains(sector) {
+                    let from = Int(max(request.offset, sector * sectorSize) - sector * sectorSize)
+                    let to = Int(min(end, (sector + 1) * sectorSize) - sector * sectorSize)
+                    let one = IOBuffer(size: Int(sectorSize))
+                    try mergeSector(sector, keepingOutside: from, to, into: one.bytes)
+                    one.bytes[from..<to].initializeMemory(as: UInt8.self, repeating: 0)
+                    try scatter.write(one.bytes, at: Sector(sector), writers: writers, report: &report)
+                }
+                guard !whole.isEmpty else { return }
+                var computed = false
+                export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
+                    if case .computed = extent.source { computed = true }
+                }
+                if computed {
+                    let zeros = buffer()
+                    zeros.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+                    let step = UInt64(NBD.pieceSize) / sectorSize
+                    var sector = whole.lowerBound
+                    while sector < whole.upperBound {
+                        let n = min(step, whole.upperBound - sector)
+                        try scatter.write(zeros.prefix(Int(n * sectorSize)), at: Sector(sector), writers: writers, report: &report)
+                        sector += n
+                    }
+                    return
+                }
+                let noHole = request.flags & NBD.cmdFlagNoHole != 0
+                try export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
+                    guard case .data(let leaf, let offset) = extent.source, let writer = writers[ObjectIdentifier(leaf)] else { return }
+                    let at = offset.bytes, length = extent.length.bytes
+                    let rc = noHole ? imgmap_zero_range(writer.fd, Int64(at), Int64(length)) : imgmap_punch_hole(writer.fd, Int64(at), Int64(length))
+                    guard rc != 0 else { return }
+                    let code = errno
+                    guard code == EOPNOTSUPP || code == ENOSYS || code == EINVAL else {
+                        throw IOFailure(path: leaf.path, operation: "fallocate at byte \(at)", errno: code)
+                    }
+                    var done: UInt64 = 0
+                    while done < length {
+                        let n = Int(min(length - done, UInt64(zeroPagesSize)))
+                        try writer.write(UnsafeRawBufferPointer(start: zeroPages, count: n), at: at + done)
+                        done += UInt64(n)
+                    }
+                }
+            }
+            if request.flags & NBD.cmdFlagFUA != 0 { try syncWritten(first, last) }
+        } catch let refused as Refused {
+            return try sendError(refused.error, cookie: request.cookie, message: refused.message)
+        } catch {
+            return try sendError(NBD.EIO, cookie: request.cookie, message: (error as? ImgMapFailure)?.description ?? "\(error)")
         }
         try sendOK(request.cookie)
     }
 
     /// base:allocation from the sector map: zero extents are holes that read as zeros, image data is
     /// split by SEEK_DATA/SEEK_HOLE into data and holes (a raw image's hole reads as zeros), error and
-    /// computed extents are data. Covers at least one byte of the request; at most 4096 descriptors.
+    /// computed extents are data (status 0 is always safe, proto.md). Covers at least one byte of the
+    /// request and never more than it; at most 4096 descriptors (1 with REQ_ONE).
     func blockStatus(_ request: NBDRequest) throws {
-        guard metaContext else { return try sendError(NBD.EINVAL, cookie: request.cookie, message: "no meta context negotiated") }
+        let descriptors = export.reading { Self.descriptors(of: export.map, offset: request.offset, length: request.length,
+                                                           limit: request.flags & NBD.cmdFlagReqOne != 0 ? 1 : 4096) }
+        var p = BigEndianWriter()
+        p.u32(NBD.baseAllocationID)
+        for (length, flags) in descriptors { p.u32(length); p.u32(flags) }
+        try send(NBD.chunkHeader(flags: NBD.replyFlagDone, type: NBD.chunkBlockStatus, cookie: request.cookie,
+                                 length: UInt32(p.bytes.count)) + p.bytes)
+    }
+
+    /// The base:allocation descriptors (length, flags) of bytes [offset, offset+length) of `map`
+    /// (length > 0, inside the device).
+    static func descriptors(of map: SectorMap, offset start: UInt64, length: UInt32, limit: Int) -> [(UInt32, UInt32)] {
         var descriptors: [(UInt32, UInt32)] = []
-        let start = request.offset
-        let end = start + UInt64(max(request.length, 1))
-        let limit = request.flags & NBD.cmdFlagReqOne != 0 ? 1 : 4096
+        let end = start + UInt64(length)
         var pos = start
         func add(_ until: UInt64, _ flags: UInt32) {
             let upper = min(until, end)
-            guard upper > pos, descriptors.count < limit else { return }
-            if let lastFlags = descriptors.last?.1, lastFlags == flags, UInt64(descriptors[descriptors.count - 1].0) + (upper - pos) <= UInt64(UInt32.max) {
+            guard upper > pos else { return }
+            if let last = descriptors.last, last.1 == flags {
                 descriptors[descriptors.count - 1].0 += UInt32(upper - pos)
             } else {
-                descriptors.append((UInt32(min(upper - pos, UInt64(UInt32.max))), flags))
+                guard descriptors.count < limit else { pos = end; return }
+                descriptors.append((UInt32(upper - pos), flags))
             }
             pos = upper
         }
         struct Enough: Error {}
         do {
-            try export.map.forEachExtent(from: Sector(start / sectorSize), to: Sector((end + sectorSize - 1) / sectorSize)) { extent in
-                if descriptors.count >= limit { throw Enough() }
+            try map.forEachExtent(from: Sector(start / sectorSize), to: Sector((end + sectorSize - 1) / sectorSize)) { extent in
+                if pos >= end { throw Enough() }
                 let extentEnd = extent.end.bytes
                 switch extent.source {
                 case .zero:
@@ -370,12 +671,12 @@ final class NBDConnection: @unchecked Sendable {
                 case .data(let leaf, let offset) where leaf.backing.isRaw:
                     // Image bytes at file offset = device byte - delta.
                     let delta = extent.start.bytes &- offset.bytes
-                    while pos < min(extentEnd, end), descriptors.count < limit {
+                    while pos < min(extentEnd, end) {
                         let file = pos &- delta
                         if let data = leaf.image.nextData(from: file) {
-                            if data > file { add(data &+ delta, NBD.stateHole | NBD.stateZero); continue }
+                            if data > file { add(min(data &+ delta, extentEnd), NBD.stateHole | NBD.stateZero); continue }
                             let hole = leaf.image.nextHole(from: file)
-                            add(max(hole &+ delta, pos + 1), 0)
+                            add(min(max(hole &+ delta, pos + 1), extentEnd), 0)
                         } else {
                             add(extentEnd, NBD.stateHole | NBD.stateZero)
                         }
@@ -384,11 +685,43 @@ final class NBDConnection: @unchecked Sendable {
                     add(extentEnd, 0)
                 }
             }
-        } catch is Enough {}
-        var p = BigEndianWriter()
-        p.u32(NBD.baseAllocationID)
-        for (length, flags) in descriptors { p.u32(length); p.u32(flags) }
-        try send(NBD.chunkHeader(flags: NBD.replyFlagDone, type: NBD.chunkBlockStatus, cookie: request.cookie,
-                                 length: UInt32(p.bytes.count)) + p.bytes)
+        } catch {}
+        return descriptors
     }
+}
+
+/// A client's whole byte stream given up front; what the server sends is kept (up to `keep` bytes) and
+/// counted. For tests and the fuzz target: the server runs without a socket or a thread.
+public final class MemoryTransport: NBDTransport {
+    let input: [UInt8]
+    var position = 0
+    let keep: Int
+    public private(set) var output: [UInt8] = []
+    public private(set) var sentBytes = 0
+    public private(set) var closed = false
+
+    public init(input: [UInt8], keep: Int = 1 << 20) {
+        self.input = input
+        self.keep = keep
+    }
+
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws {
+        guard input.count - position >= buffer.count else {
+            position = input.count
+            throw ConnectionClosed()
+        }
+        if buffer.count > 0 {
+            input.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[position..<position + buffer.count])) }
+        }
+        position += buffer.count
+    }
+
+    public func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws {
+        guard !closed else { throw ConnectionClosed() }
+        sentBytes += bytes.count
+        if output.count < keep { output += bytes.prefix(keep - output.count) }
+    }
+
+    public func setDeadline(_ deadline: timespec?) {}
+    public func close() { closed = true }
 }

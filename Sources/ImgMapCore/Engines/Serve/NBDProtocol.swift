@@ -1,7 +1,7 @@
 // The Network Block Device protocol, as doc/proto.md of the NetworkBlockDevice/nbd project states it:
 // the fixed newstyle handshake (no TLS), option haggling, and the transmission phase's requests and
 // replies (simple and structured). Everything here is a pure function over bytes, so the parsers can
-// be fuzzed (FuzzEntryPoints.nbdRequest) without a socket.
+// be tested and fuzzed (FuzzEntryPoints.nbdSession) without a socket.
 
 /// Magic numbers, option, reply, flag and error codes of the NBD protocol (all big-endian on the wire).
 public enum NBD {
@@ -79,6 +79,7 @@ public enum NBD {
     public static let chunkOffsetHole: UInt16 = 2
     public static let chunkBlockStatus: UInt16 = 5
     public static let chunkError: UInt16 = 0x8001
+    public static let chunkErrorOffset: UInt16 = 0x8002
 
     // base:allocation block status flags.
     public static let stateHole: UInt32 = 1 << 0
@@ -100,11 +101,61 @@ public enum NBD {
     /// are refused (EINVAL, or EOVERFLOW for a read with structured replies, as proto.md allows), which
     /// bounds each connection's buffer.
     public static let maxPayload: UInt32 = 32 << 20
-    /// The longest option payload read during the handshake (names and queries are short).
+    /// The longest option payload taken during the handshake (names and queries are short): a longer
+    /// one is read in pieces, dropped and answered with NBD_REP_ERR_TOO_BIG.
     public static let maxOptionLength: UInt32 = 64 << 10
+    /// Reads and writes are carried out in pieces of at most this many bytes (plus a partial sector each
+    /// side), so one connection holds one buffer of this size whatever the request length.
+    public static let pieceSize = 2 << 20
+    /// How long a client may take from connecting to the end of the handshake, by default (nbdkit's
+    /// --timeout idea): a connection that never negotiates holds a thread and a socket.
+    public static let defaultHandshakeTimeout = 30
+
+    public static func commandName(_ type: UInt16) -> String {
+        switch type {
+        case cmdRead: "READ"
+        case cmdWrite: "WRITE"
+        case cmdDisc: "DISC"
+        case cmdFlush: "FLUSH"
+        case cmdTrim: "TRIM"
+        case cmdCache: "CACHE"
+        case cmdWriteZeroes: "WRITE_ZEROES"
+        case cmdBlockStatus: "BLOCK_STATUS"
+        default: "command \(type)"
+        }
+    }
     /// The only meta context served.
     public static let baseAllocation = "base:allocation"
     public static let baseAllocationID: UInt32 = 1
+}
+
+/// What was negotiated for one connection, as far as checking a request needs it.
+public struct NBDSession: Equatable, Sendable {
+    public var exportSize: UInt64
+    public var writable: Bool
+    public var structured: Bool
+    public var metaContext: Bool
+
+    public init(exportSize: UInt64, writable: Bool, structured: Bool, metaContext: Bool) {
+        self.exportSize = exportSize
+        self.writable = writable
+        self.structured = structured
+        self.metaContext = metaContext
+    }
+
+    /// The transmission flags, stated truthfully. FLUSH and FUA (they fsync the members), CACHE (a
+    /// hint), TRIM and WRITE_ZEROES when writable (each refused where the mapping cannot do it, see
+    /// `NBDConnection.trim`), DF only with structured replies (proto.md: MUST be clear otherwise).
+    /// CAN_MULTI_CONN always: there is no cache in the server (every connection reads and writes the
+    /// same descriptors, so a FLUSH on one fsyncs what all of them wrote), and writes take the export's
+    /// write lock, so a read-modify-write of a partial sector, parity or an exception store is never
+    /// interleaved with another connection's.
+    public var transmissionFlags: UInt16 {
+        var flags = NBD.hasFlags | NBD.sendFlush | NBD.sendFUA | NBD.sendCache | NBD.canMultiConn
+        flags |= writable ? NBD.sendTrim | NBD.sendWriteZeroes : NBD.readOnly
+        if structured { flags |= NBD.sendDF }
+        return flags
+    }
 }
 
 /// One transmission-phase request header.
@@ -114,6 +165,14 @@ public struct NBDRequest: Equatable, Sendable {
     public var cookie: UInt64
     public var offset: UInt64
     public var length: UInt32
+
+    public init(flags: UInt16 = 0, type: UInt16, cookie: UInt64, offset: UInt64, length: UInt32) {
+        self.flags = flags
+        self.type = type
+        self.cookie = cookie
+        self.offset = offset
+        self.length = length
+    }
 
     /// Parses a 28-byte header; nil when the magic is wrong or the bytes are short (the connection is then
     /// beyond recovery: proto.md says the server may close it).
@@ -131,23 +190,50 @@ public struct NBDRequest: Equatable, Sendable {
         return w.bytes
     }
 
-    /// What a request on an export of `size` bytes is answered with before any I/O: nil when it may go
-    /// ahead, else the NBD error. `writable` and `structured` are what was negotiated.
-    public func check(exportSize size: UInt64, writable: Bool, structured: Bool) -> UInt32? {
+    /// Whether the request carries a payload after its header (only WRITE: whatever the answer, its
+    /// `length` bytes must be read before the next header).
+    public var hasPayload: Bool { type == NBD.cmdWrite }
+
+    /// The command flags proto.md allows on each command: FUA on all (a server advertising FUA must
+    /// accept it everywhere), DF on READ once structured replies are on, NO_HOLE on WRITE_ZEROES,
+    /// REQ_ONE on BLOCK_STATUS. FAST_ZERO is not advertised, so it is refused.
+    static func allowedFlags(_ type: UInt16, structured: Bool) -> UInt16 {
         switch type {
-        case NBD.cmdRead, NBD.cmdWrite, NBD.cmdTrim, NBD.cmdWriteZeroes, NBD.cmdCache, NBD.cmdBlockStatus:
-            if type == NBD.cmdWrite || type == NBD.cmdTrim || type == NBD.cmdWriteZeroes, !writable { return NBD.EPERM }
-            if type == NBD.cmdRead || type == NBD.cmdWrite, length > NBD.maxPayload {
-                return type == NBD.cmdRead && structured ? NBD.EOVERFLOW : NBD.EINVAL
-            }
-            guard offset <= size, UInt64(length) <= size - offset else { return NBD.EINVAL }
-            if type == NBD.cmdBlockStatus, !structured { return NBD.EINVAL }
-            return nil
-        case NBD.cmdFlush:
-            return nil
-        default:
-            return NBD.EINVAL
+        case NBD.cmdRead: NBD.cmdFlagFUA | (structured ? NBD.cmdFlagDF : 0)
+        case NBD.cmdWriteZeroes: NBD.cmdFlagFUA | NBD.cmdFlagNoHole
+        case NBD.cmdBlockStatus: NBD.cmdFlagFUA | NBD.cmdFlagReqOne
+        default: NBD.cmdFlagFUA
         }
+    }
+
+    /// Why a request is answered with an error before any I/O, or nil when it may go ahead: the NBD
+    /// error and a message for a structured error chunk. Follows proto.md's "Error values": EINVAL for
+    /// an unknown command or flag, EPERM for a write to a read-only export, ENOSPC for a write past the
+    /// end, EINVAL for any other request past the end, EINVAL for a READ or WRITE longer than the
+    /// advertised maximum block size (EOVERFLOW for a READ with DF, which allows that answer), EINVAL for
+    /// BLOCK_STATUS without a meta context or with length 0 (no descriptor could be sent).
+    public func refusal(in session: NBDSession) -> (error: UInt32, message: String)? {
+        let known: Set<UInt16> = [NBD.cmdRead, NBD.cmdWrite, NBD.cmdDisc, NBD.cmdFlush, NBD.cmdTrim, NBD.cmdCache,
+                                  NBD.cmdWriteZeroes, NBD.cmdBlockStatus]
+        guard known.contains(type) else { return (NBD.EINVAL, "unknown command \(type)") }
+        let stray = flags & ~Self.allowedFlags(type, structured: session.structured)
+        guard stray == 0 else { return (NBD.EINVAL, "command flags 0x\(String(stray, radix: 16)) are not valid on \(NBD.commandName(type))") }
+        let writes = type == NBD.cmdWrite || type == NBD.cmdTrim || type == NBD.cmdWriteZeroes
+        if writes, !session.writable { return (NBD.EPERM, "the export is read-only (serve --writable to accept writes)") }
+        if type == NBD.cmdFlush || type == NBD.cmdDisc { return nil }
+        if type == NBD.cmdRead || type == NBD.cmdWrite, length > NBD.maxPayload {
+            let df = type == NBD.cmdRead && flags & NBD.cmdFlagDF != 0
+            return (df ? NBD.EOVERFLOW : NBD.EINVAL, "\(NBD.commandName(type)) of \(length) bytes is longer than the maximum block size (\(NBD.maxPayload))")
+        }
+        guard offset <= session.exportSize, UInt64(length) <= session.exportSize - offset else {
+            let error = type == NBD.cmdWrite || type == NBD.cmdWriteZeroes ? NBD.ENOSPC : NBD.EINVAL
+            return (error, "\(NBD.commandName(type)) of bytes \(offset)+\(length) lies past the end of the export (\(session.exportSize) bytes)")
+        }
+        if type == NBD.cmdBlockStatus {
+            guard session.structured, session.metaContext else { return (NBD.EINVAL, "BLOCK_STATUS without a negotiated meta context") }
+            guard length > 0 else { return (NBD.EINVAL, "BLOCK_STATUS of length 0") }
+        }
+        return nil
     }
 }
 
@@ -248,6 +334,12 @@ extension NBD {
         var w = BigEndianWriter()
         w.u64(optionReplyMagic); w.u32(option); w.u32(type); w.u32(UInt32(payload.count)); w.append(payload)
         return w.bytes
+    }
+
+    /// An error option reply whose payload is a message for the user (proto.md allows one on every
+    /// error reply).
+    public static func optionReply(option: UInt32, type: UInt32, message: String) -> [UInt8] {
+        optionReply(option: option, type: type, payload: Array(message.utf8.prefix(4096)))
     }
 
     public static func simpleReply(error: UInt32, cookie: UInt64) -> [UInt8] {
