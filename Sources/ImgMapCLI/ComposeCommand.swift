@@ -18,6 +18,7 @@ struct ComposeCommand: ParsableCommand {
               imgmap compose disk.table -o disk.img
               imgmap compose raid0.table --dev m0=m0.img --dev m1=m1.img -o - | sha256sum
               imgmap compose bad.table -o out.img --on-error zero --errors bad-sectors.txt
+              imgmap compose dump.txt --top vg-root --dev 253:0=@luks-root --luks luks-root=sda2.img --passphrase-file pw -o root.img
             """)
 
     @OptionGroup var tables: TableOptions

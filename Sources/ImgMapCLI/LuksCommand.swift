@@ -40,23 +40,8 @@ struct LuksCommand: ParsableCommand {
     }
 
     func run() throws {
-        let path = passphraseFile ?? keyFile!
-        var bytes: [UInt8]
-        do {
-            bytes = try readWholeFile(path)
-        } catch let failure as IOFailure {
-            throw IOFailure(path: path, operation: failure.operation, errno: failure.errno, exitStatus: .noInput)
-        }
-        defer { SecretBytes.wipe(&bytes) }
-        if passphraseFile != nil, bytes.last == UInt8(ascii: "\n") {
-            bytes[bytes.count - 1] = 0
-            bytes.removeLast()
-        }
-        guard !bytes.isEmpty else { throw PlainFailure("\(path): the passphrase is empty", .dataError) }
-        guard bytes.count <= 8 << 20 else {
-            throw PlainFailure("\(path): \(bytes.count) bytes, larger than a key file may be (8 MiB, cryptsetup's limit)", .dataError)
-        }
-        let passphrase = SecretBytes(copying: bytes)
+        let passphrase = try LUKSVolume.readSecret(path: passphraseFile ?? keyFile!, keyFile: keyFile != nil,
+                                                    option: keyFile != nil ? "--key-file" : "--passphrase-file")
         let file = try ImageFile(openForReading: image)
         let volume = try LUKSVolume.load(image: file)
         for warning in volume.warnings { writeStderr("imgmap: warning: \(warning)\n") }

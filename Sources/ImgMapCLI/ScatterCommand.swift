@@ -24,6 +24,7 @@ struct ScatterCommand: ParsableCommand {
               imgmap scatter raid0.table --create flat.img   # creates missing members
               imgmap scatter disk.table edited-disk.img --dry-run
               zcat part.img.gz | imgmap scatter disk.table - --seek 2048
+              imgmap scatter lv.table --luks pv=luks.img --passphrase-file pw new-lv.img   # encrypted as dm-crypt would
             """)
 
     @OptionGroup var tables: TableOptions

@@ -37,6 +37,21 @@ struct DeviceOptions: ParsableArguments {
         valueName: "[NAME=]FILE"))
     var keys: [String] = []
 
+    @Option(name: .customLong("luks"), help: ArgumentHelp(
+        "Device NAME is the LUKS1/LUKS2 volume on IMAGE, opened with --passphrase-file or --key-file: the crypt line its header describes (as `imgmap luks` prints it), keyed by the unlocked volume key. Replaces a dump's own crypt line for NAME; `--dev 253:N=@NAME` stacks on it. Repeatable; each must be used.",
+        valueName: "NAME=IMAGE"))
+    var luks: [String] = []
+
+    @Option(name: .customLong("passphrase-file"), help: ArgumentHelp(
+        "The passphrase of --luks device NAME (without NAME=, of every one without its own); one trailing newline is not part of it.",
+        valueName: "[NAME=]FILE"))
+    var passphraseFiles: [String] = []
+
+    @Option(name: .customLong("key-file"), help: ArgumentHelp(
+        "A key file for --luks device NAME: every byte is the passphrase, as cryptsetup's --key-file (at most 8 MiB).",
+        valueName: "[NAME=]FILE"))
+    var keyFiles: [String] = []
+
     func bindings(table: String) throws -> Bindings {
         var tables: [Bindings.TableFile] = []
         for spec in lowerTables {
@@ -64,6 +79,21 @@ struct DeviceOptions: ParsableArguments {
                 bindings.keys.append((device: name, path: path))
             } else {
                 bindings.keys.append((device: nil, path: spec))
+            }
+        }
+        for spec in luks {
+            let (name, path) = try Bindings.splitAssignment(spec, option: "--luks")
+            bindings.luks.append((device: name, image: path))
+        }
+        // `NAME=` is a prefix only when NAME is a --luks device: a file name may hold `=` itself.
+        let luksNames = Set(bindings.luks.map(\.device))
+        for (specs, keyFile) in [(passphraseFiles, false), (keyFiles, true)] {
+            for spec in specs {
+                if let eq = spec.firstIndex(of: "="), luksNames.contains(String(spec[..<eq])) {
+                    bindings.luksSecrets.append((device: String(spec[..<eq]), path: String(spec[spec.index(after: eq)...]), keyFile: keyFile))
+                } else {
+                    bindings.luksSecrets.append((device: nil, path: spec, keyFile: keyFile))
+                }
             }
         }
         return bindings

@@ -20,6 +20,12 @@ public struct Bindings: Sendable {
     /// `--key NAME=FILE`: raw key bytes for the device NAME's table (nil: for every device without
     /// its own), for targets that need a key the table does not hold (crypt). Read when loading.
     public var keys: [(device: String?, path: String)] = []
+    /// `--luks NAME=IMAGE`: device NAME is the opened LUKS volume on IMAGE (the crypt line its header
+    /// describes, keyed by the volume key its passphrase unlocks). Replaces a dump's own line for NAME.
+    public var luks: [(device: String, image: String)] = []
+    /// `--passphrase-file [NAME=]FILE` (keyFile false) and `--key-file [NAME=]FILE` (true): what unlocks
+    /// the `--luks` device NAME (nil: every one without its own).
+    public var luksSecrets: [(device: String?, path: String, keyFile: Bool)] = []
     /// `--dmsetup-ls FILE` entries (`253:1` → `@NAME`): a listing of the machine's devices, so only the
     /// file as a whole must be of use; a `--dev` for the same number wins.
     public var listed: [(token: String, target: String)]

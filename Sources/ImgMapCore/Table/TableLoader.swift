@@ -148,6 +148,141 @@ public struct TableLoader {
                 }
             }
             for number in dumpNumbers where devBindings[number.token] == nil { devBindings[number.token] = "@" + number.name }
+            try installLUKSDevices()
+        }
+
+        // MARK: --luks devices
+
+        /// A `--luks NAME=IMAGE` device: the image, the token its line uses for it, and the table the
+        /// tables themselves gave for NAME (a dump's crypt line), which the header's line replaces.
+        struct LUKSDevice {
+            var image: String
+            var token: String
+            var replaced: TableText?
+        }
+        var luksDevices: [String: LUKSDevice] = [:]
+
+        /// The option as the user gave it, for messages.
+        func luksOption(_ name: String) -> String {
+            "--luks \(escapedForMessage(name))=\(luksDevices[name].map { escapedForMessage($0.image) } ?? "")"
+        }
+
+        /// Each `--luks` device stands in the tables as a one-line crypt table over its image, so that
+        /// the walk over the devices (which the top uses, which bindings are unused, cycles) treats it
+        /// as any other device; the header is read, and the passphrase tried, only when it is built.
+        func installLUKSDevices() throws {
+            let bindings = loader.bindings
+            var seen = Set<String>()
+            for binding in bindings.luks {
+                guard seen.insert(binding.device).inserted else {
+                    throw PlainFailure("--luks \(escapedForMessage(binding.device)) is given twice", .usage)
+                }
+                if bindings.keys.contains(where: { $0.device == binding.device }) {
+                    throw PlainFailure("--luks \(escapedForMessage(binding.device))=\(escapedForMessage(binding.image)) and --key \(escapedForMessage(binding.device))=…: the LUKS header's keyslots give the key; keep one", .usage)
+                }
+                // The image's path is the line's device token (so map listings name it) unless a table
+                // line could not hold it as one argument (white space, `#`, …): then a token bound to it.
+                let plain = !binding.image.isEmpty && binding.image.utf8.allSatisfy { c in
+                    (c >= 0x30 && c <= 0x39) || (c | 0x20 >= 0x61 && c | 0x20 <= 0x7a) || "/._+-:,@~".utf8.contains(c) || c >= 0x80
+                }
+                let token = plain ? binding.image : "luks-image:\(binding.device)"
+                devBindings[token] = binding.image
+                let path = "--luks \(binding.device)=\(binding.image)"
+                let placeholder = Array("0 1 crypt aes-xts-plain64 - 0 \(token) 0\n".utf8)
+                guard let text = try TableParser.parse(placeholder, path: path, defaultName: binding.device).first else {
+                    preconditionFailure("the --luks placeholder line did not parse")
+                }
+                let replaced = texts[binding.device]
+                if let replaced, replaced.path == path { preconditionFailure("--luks installed twice") }
+                luksDevices[binding.device] = LUKSDevice(image: binding.image, token: token, replaced: replaced)
+                texts[binding.device] = text
+                // First in `order`: the positional table stays the last, the default top device.
+                if replaced == nil { order.insert(binding.device, at: 0) }
+            }
+            for secret in bindings.luksSecrets {
+                let option = secret.keyFile ? "--key-file" : "--passphrase-file"
+                if let device = secret.device, luksDevices[device] == nil {
+                    throw PlainFailure("\(option) \(escapedForMessage(device))=\(secret.path): no --luks \(escapedForMessage(device))=IMAGE is given", .usage)
+                }
+            }
+            if bindings.luksSecrets.isEmpty && !luksDevices.isEmpty || !bindings.luksSecrets.isEmpty && luksDevices.isEmpty {
+                throw PlainFailure(luksDevices.isEmpty
+                    ? "--passphrase-file and --key-file unlock a --luks NAME=IMAGE device, and none is given"
+                    : "--luks needs --passphrase-file [NAME=]FILE or --key-file [NAME=]FILE to unlock the volume", .usage)
+            }
+            for binding in bindings.luks {
+                let own = bindings.luksSecrets.filter { $0.device == binding.device }
+                if own.count > 1 {
+                    throw PlainFailure("\(luksOption(binding.device)): more than one --passphrase-file/--key-file names it", .usage)
+                }
+                if own.isEmpty, bindings.luksSecrets.filter({ $0.device == nil }).count != 1 {
+                    throw PlainFailure("\(luksOption(binding.device)): give one --passphrase-file [\(escapedForMessage(binding.device))=]FILE or --key-file [\(escapedForMessage(binding.device))=]FILE for it", .usage)
+                }
+            }
+            let unnamed = bindings.luksSecrets.filter { $0.device == nil }
+            if let secret = unnamed.first,
+               bindings.luks.allSatisfy({ binding in bindings.luksSecrets.contains { $0.device == binding.device } }) {
+                throw PlainFailure("\(secret.keyFile ? "--key-file" : "--passphrase-file") \(secret.path): every --luks device has its own; this one unlocks none", .usage)
+            }
+        }
+
+        /// Reads the header of `name`'s image, checks it against the line the tables gave for the device
+        /// (if any), and unlocks the volume: the real crypt table and its key.
+        func openLUKS(_ name: String) throws -> (text: TableText, key: SecretBytes) {
+            guard let device = luksDevices[name] else { preconditionFailure("\(name) is not a --luks device") }
+            let option = luksOption(name)
+            let file: ImageFile
+            do {
+                file = try ImageFile(openForReading: device.image)
+            } catch {
+                throw IOFailure(path: device.image, operation: error.operation, errno: error.errno, exitStatus: .noInput,
+                                hint: "the LUKS image of \(option) cannot be opened")
+            }
+            let volume = try LUKSVolume.load(image: file)
+            for warning in volume.warnings { writeStderr("imgmap: warning: \(warning)\n") }
+            let line = try volume.tableLine(device: device.token, deviceSectors: try file.byteSize() / 512, key: nil, showKey: false)
+            guard let text = try TableParser.parse(Array((line + "\n").utf8), path: option, defaultName: name).first,
+                  let header = text.lines.first else {
+                preconditionFailure("the LUKS table line did not parse: \(volume.cipher)")
+            }
+            if let replaced = device.replaced { try checkReplaced(replaced, by: header, option: option) }
+            let bindings = loader.bindings
+            guard let secret = bindings.luksSecrets.last(where: { $0.device == name }) ?? bindings.luksSecrets.last(where: { $0.device == nil }) else {
+                preconditionFailure("--luks \(name) without a secret passed the checks")
+            }
+            let passphrase = try LUKSVolume.readSecret(path: secret.path, keyFile: secret.keyFile,
+                                                       option: secret.keyFile ? "--key-file" : "--passphrase-file")
+            do {
+                let (key, _) = try volume.unlock(image: file, passphrase: passphrase)
+                return (text, key)
+            } catch let failure as LUKSVolume.Failure where failure.exitStatus == .noPermission {
+                var reason = failure.description
+                if reason.hasPrefix(device.image + ": ") { reason.removeFirst(device.image.count + 2) }
+                throw LUKSVolume.Failure(description: "\(option): the LUKS volume on \(device.image) does not unlock with \(secret.keyFile ? "--key-file" : "--passphrase-file") \(secret.path): \(reason)", exitStatus: .noPermission)
+            }
+        }
+
+        /// A dump's own line for a `--luks` device must describe the same mapping as the header: one
+        /// crypt line with the header's cipher, IV offset, data offset and length (its key is zeros in a
+        /// dump and is not compared). Otherwise the image is not the device the dump was taken from.
+        func checkReplaced(_ text: TableText, by header: TableLine, option: String) throws {
+            let lines = text.lines
+            guard lines.count == 1, let line = lines.first, line.target == "crypt", line.arguments.count >= 5 else {
+                throw TableError(path: text.path, line: lines.first?.number, message: "not a crypt device",
+                                 detail: "\(option) replaces device \(escapedForMessage(text.name)), which this table maps with \(lines.count) line\(lines.count == 1 ? "" : "s") (\(lines.first?.target ?? "none")), not one crypt line",
+                                 hint: "name the dump's crypt device (the one over the LUKS partition) with --luks", exitStatus: .usage)
+            }
+            let a = line.arguments, h = header.arguments
+            var differences: [String] = []
+            if a[0] != h[0] { differences.append("cipher \(escapedForMessage(a[0])) here, \(h[0]) in the header") }
+            if a[2] != h[2] { differences.append("IV offset \(escapedForMessage(a[2])) here, \(h[2]) in the header") }
+            if a[4] != h[4] { differences.append("data offset \(escapedForMessage(a[4])) here, \(h[4]) in the header") }
+            if line.length != header.length { differences.append("length \(line.length) sectors here, \(header.length) from the header and the image's size") }
+            if !differences.isEmpty {
+                throw TableError(path: text.path, line: line.number, target: "crypt", message: "the LUKS image does not match this device",
+                                 detail: "\(option): " + differences.joined(separator: "; "),
+                                 hint: "the image must be the device the dump's crypt line maps (the LUKS partition itself)", exitStatus: .dataError)
+            }
         }
 
         /// A token bound with `--dev` twice, or bound with `--dev` and also a device a table defines, is
@@ -292,6 +427,10 @@ public struct TableLoader {
                     + " (the tables for device \(escapedForMessage(needed.last ?? "")) name: \(namedTokens(needed)))", .usage)
             }
             let neededSet = Set(needed).union(siblingTables(of: needed))
+            for binding in loader.bindings.luks where !neededSet.contains(binding.device) {
+                throw PlainFailure("\(luksOption(binding.device)): no table that is loaded uses device \(escapedForMessage(binding.device))"
+                    + " (the tables for device \(escapedForMessage(needed.last ?? "")) name: \(namedTokens(needed)))", .usage)
+            }
             for (index, file) in loader.bindings.tables.enumerated() where file.name != nil {
                 let defined = order.filter { fileOfDevice[$0] == index }
                 if !defined.contains(where: neededSet.contains) {
@@ -327,6 +466,12 @@ public struct TableLoader {
         @discardableResult
         func build(_ name: String) throws -> MappedDevice {
             if let device = built[name] { return device }
+            var luksKey: SecretBytes?
+            if luksDevices[name] != nil {
+                let opened = try openLUKS(name)
+                texts[name] = opened.text
+                luksKey = opened.key
+            }
             guard let text = texts[name] else { preconditionFailure("build of unknown table \(name)") }
 
             var segments: [Segment] = []
@@ -346,7 +491,7 @@ public struct TableLoader {
             var context = TargetContext(
                 lookup: { token throws(TargetError) in try guarded { try self.resolve(token, from: name) } },
                 compressed: { token throws(TargetError) in try guarded { try self.resolveCompressed(token, from: name) } },
-                deviceName: name, suppliedKey: try suppliedKey(for: name))
+                deviceName: name, suppliedKey: try luksKey ?? suppliedKey(for: name))
             try text.forEachLine { line in
                 let fail = { (message: String, detail: String?) in
                     TableError(path: text.path, line: line.number, message: message, detail: detail)

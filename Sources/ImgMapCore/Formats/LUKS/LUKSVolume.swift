@@ -258,6 +258,29 @@ public struct LUKSVolume {
                           ivTweak: ivTweak, sectorSize: sectorSize, flags: flags, warnings: [], keyslots: keyslots, digests: digests)
     }
 
+    /// What unlocks a volume, read as cryptsetup reads it: a passphrase file loses one trailing
+    /// newline; a key file is every byte (at most 8 MiB, cryptsetup's limit). `option` names the flag
+    /// in messages.
+    public static func readSecret(path: String, keyFile: Bool, option: String) throws -> SecretBytes {
+        var bytes: [UInt8]
+        do {
+            bytes = try readWholeFile(path)
+        } catch let failure as IOFailure {
+            throw IOFailure(path: path, operation: failure.operation, errno: failure.errno, exitStatus: .noInput,
+                            hint: "the \(option) file cannot be read")
+        }
+        defer { SecretBytes.wipe(&bytes) }
+        if !keyFile, bytes.last == UInt8(ascii: "\n") {
+            bytes[bytes.count - 1] = 0
+            bytes.removeLast()
+        }
+        guard !bytes.isEmpty else { throw Failure(description: "\(path) (\(option)): the passphrase is empty", exitStatus: .dataError) }
+        guard bytes.count <= 8 << 20 else {
+            throw Failure(description: "\(path) (\(option)): \(bytes.count) bytes, larger than a key file may be (8 MiB, cryptsetup's limit)", exitStatus: .dataError)
+        }
+        return SecretBytes(copying: bytes)
+    }
+
     // MARK: unlocking
 
     /// The volume key from `passphrase`: each keyslot whose digest covers the data segment is tried
