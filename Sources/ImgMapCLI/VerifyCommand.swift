@@ -17,8 +17,11 @@ struct VerifyCommand: ParsableCommand {
             reported as unverifiable unless --on-error zero, which expects zeros there.
 
             With --parity TABLE (no image), every row of each raid4/5/6 segment is read from its members and \
-            each row whose P or Q does not match its data is reported with the member and sector: a wrong \
-            layout, chunk size or member order fails nearly every row.
+            each row whose P or Q does not match its data is reported with the member and sector. For raid6 a \
+            wrong layout, chunk size or member order fails nearly every row (Q weighs each member by its \
+            place); raid4/5's P is the XOR of the members, which balances in any order and chunk size, so \
+            there it finds a stale or foreign member or a wrong data offset, not the layout. A degraded \
+            raid4/5 cannot be checked (exit 1).
 
             With --bmap FILE.bmap IMAGE, the image is checked against a bmap 2.0 file instead: its \
             BmapFileChecksum, its size and the SHA-256 of every mapped range.
