@@ -131,6 +131,7 @@ def targets(ops, I):
     ratio("scatter striped vs dd", find("scatter → 3-way", "imgmap"), find("scatter → 3-way", "dd"), 0.8)
     ratio("scatter linear vs dd", find("scatter → linear", "imgmap"), find("scatter → linear", "dd"), 0.8)
     metadata_target_goals(find, med, ratio, out)
+    raid_target_goals(find, med, ratio, out)
     # The two million-entry maps hold their entries in memory by design (24 B per thin run).
     big = [(op.name, v.tool, max(v.rss) / 1024) for op in ops for v in op.variants
            if v.imgmap and v.rss and not op.name.startswith(f"{SEGMENTS:,}") and not op.name.startswith("map of a thin")]
