@@ -17,8 +17,17 @@ struct VerifyCommand: ParsableCommand {
             reported as unverifiable unless --on-error zero, which expects zeros there.
 
             With --parity TABLE (no image), every row of each raid4/5/6 segment is read from its members and \
-            each row whose P or Q does not match its data is reported with the member and sector: a wrong \
-            layout, chunk size or member order fails nearly every row.
+            each row whose P or Q does not match its data is reported with the member and sector. For raid6 a \
+            wrong layout, chunk size or member order fails nearly every row (Q weighs each member by its \
+            place); raid4/5's P is the XOR of the members, which balances in any order and chunk size, so \
+            there it finds a stale or foreign member or a wrong data offset, not the layout. A degraded \
+            raid4/5 cannot be checked (exit 1).
+
+            With --check-paths TABLE (no image), each multipath segment is read through every one of its \
+            paths (they are the same LUN) and compared with the path reads use, the first of the initial \
+            group; each run of differing sectors is reported with both paths' names, the path sectors and \
+            the device sectors: path p1 (group 1 path 2) differs from p0 at sectors 2048+8 (device sectors \
+            2048+8).
 
             With --bmap FILE.bmap IMAGE, the image is checked against a bmap 2.0 file instead: its \
             BmapFileChecksum, its size and the SHA-256 of every mapped range.
@@ -31,6 +40,7 @@ struct VerifyCommand: ParsableCommand {
               imgmap verify raid0.table --dev m0=a.img --dev m1=b.img flat.img --json
               imgmap verify --bmap disk.img.bmap disk.img
               imgmap verify --parity nas.table --dev d0=disk0.img --dev d1=disk1.img --dev d2=disk2.img
+              imgmap verify --check-paths lun.table --dev sda=sda.img --dev sdb=sdb.img
             """)
 
     @Argument(help: ArgumentHelp("The table, then the image to check (`-` for stdin); with --bmap, only the image.",
@@ -43,6 +53,9 @@ struct VerifyCommand: ParsableCommand {
     @Flag(help: "Check the parity of the table's raid4/5/6 segments instead of an image (give only the table).")
     var parity = false
 
+    @Flag(help: "Compare every path of the table's multipath segments with the one reads use (give only the table).")
+    var checkPaths = false
+
     @OptionGroup var devices: DeviceOptions
 
     @Option(help: "Error extents: fail (report them as unverifiable) or zero (expect zeros there).")
@@ -54,6 +67,12 @@ struct VerifyCommand: ParsableCommand {
     @OptionGroup var progress: ProgressOptions
 
     func validate() throws {
+        if checkPaths {
+            guard paths.count == 1, bmap == nil, !parity else {
+                throw ValidationError("with --check-paths, give only the table: imgmap verify --check-paths TABLE --dev …")
+            }
+            return
+        }
         if parity {
             guard paths.count == 1, bmap == nil else {
                 throw ValidationError("with --parity, give only the table: imgmap verify --parity TABLE --dev …")
@@ -77,6 +96,7 @@ struct VerifyCommand: ParsableCommand {
     func run() throws {
         if let bmap { return try verifyAgainstBmap(bmap) }
         if parity { return try verifyParity() }
+        if checkPaths { return try verifyPaths() }
         let loaded = try devices.load(table: paths[0])
         let map = SectorMap(top: loaded.top)
         let (image, isStream) = try openImage(paths[1])
@@ -101,6 +121,23 @@ extension VerifyCommand {
         try sink.write((json ? "{\"rows\":\(report.rows),\"mismatches\":\(report.mismatches)}" : report.summary) + "\n")
         try sink.flush()
         if report.mismatches > 0 || report.rows == 0 { throw ExitCode(ExitStatus.no.rawValue) }
+    }
+
+    func verifyPaths() throws {
+        let loaded = try devices.load(table: paths[0])
+        let sink = TextSink(file: ImageFile(descriptor: 1, path: "<stdout>", writable: true, owned: false))
+        let report = try PathCheck(top: loaded.top).run { m in
+            try sink.write((json
+                ? "{\"line\":\(m.line),\"path\":\(jsonString(m.path)),\"group\":\(m.group),\"index\":\(m.index),\"reference\":\(jsonString(m.reference)),"
+                    + "\"sector\":\(m.pathSector),\"count\":\(m.count),\"device_sector\":\(m.deviceSector)}"
+                : m.description) + "\n")
+        }
+        try sink.write((json
+            ? "{\"segments\":\(report.segments),\"paths\":\(report.paths),\"sectors\":\(report.sectors),\"mismatches\":\(report.mismatches),\"differing_sectors\":\(report.differingSectors)}"
+            : report.summary) + "\n")
+        try sink.flush()
+        // Nothing compared is not "the paths agree".
+        if report.mismatches > 0 || report.segments == 0 { throw ExitCode(ExitStatus.no.rawValue) }
     }
 
     func verifyAgainstBmap(_ path: String) throws {

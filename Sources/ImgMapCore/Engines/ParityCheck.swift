@@ -1,7 +1,9 @@
 // `verify --parity`: reads every row of each raid4/5/6 segment of a table and reports the rows whose
 // P (or Q) does not match their data, with the member and sector where it first differs. This is
-// how a guessed layout, chunk size or member order is checked before a reconstruction is trusted: with
-// the right guess every row matches; a wrong one fails almost every row.
+// how a guessed layout, chunk size or member order is checked before a reconstruction is trusted. For
+// raid6 the right guess matches every row and a wrong one fails almost every row, because Q weighs each
+// member by its place; a raid4/5 row's members XOR to zero in any order and at any chunk size, so there
+// only a stale or foreign member, or members at different data offsets, show.
 
 public struct ParityCheck {
     public struct Mismatch: Sendable, CustomStringConvertible {
@@ -30,7 +32,8 @@ public struct ParityCheck {
         public var skipped: [String] = []
 
         public var summary: String {
-            (mismatches == 0 ? "parity consistent" : "parity differs") + ": \(rows) rows checked, \(mismatches) mismatch\(mismatches == 1 ? "" : "es")"
+            // Nothing checked is not "consistent": a degraded raid5 has no redundancy left to check.
+            (mismatches > 0 ? "parity differs" : rows == 0 ? "parity not checked" : "parity consistent") + ": \(rows) rows checked, \(mismatches) mismatch\(mismatches == 1 ? "" : "es")"
                 + skipped.map { "; \($0)" }.joined()
         }
     }
@@ -49,7 +52,7 @@ public struct ParityCheck {
                 continue
             }
             guard raid.missing.isEmpty else {
-                result.skipped.append("\(top.tablePath):\(segment.line): members \(RaidTarget.list(raid.missing)) missing, so parity cannot be checked")
+                result.skipped.append("\(top.tablePath):\(segment.line): member\(raid.missing.count == 1 ? "" : "s") \(RaidTarget.list(raid.missing)) missing, so parity cannot be checked")
                 continue
             }
             let g = raid.geometry
