@@ -163,7 +163,7 @@ struct PartitionProbeTests {
         patch(path, at: 2048 * 512 + 446 + 16 + 8, [0xff, 0xff, 0xff, 0x00])
         let result = try probe([path])
         #expect(dumpLines(result, dir).count == 2)
-        #expect(result.notes.first?.contains("links to sector 16779263, outside the extended partition (2048..<22528)") == true)
+        #expect(result.notes.first?.contains("links to sector 16779263, outside the extended partition (sectors 2048+20480)") == true)
     }
 
     @Test func aTruncatedGPTDiskIsReportedNotCrashedOn() throws {

@@ -8,21 +8,12 @@ import Testing
 /// from the other three and give back the volume make-set scattered: Samples/images/p2-ext4.img
 /// followed by 256 KiB of numbered text lines, whose sum SHA256SUMS records.
 @Suite struct RaidSampleTests {
-    static let folder = packageRootURL.appendingPathComponent("Samples/raid5-degraded")
+    static let sample = SampleFolder("raid5-degraded")
+    static var folder: URL { sample.url }
 
-    static func text(_ name: String) throws -> String {
-        try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
-    }
+    static func text(_ name: String) throws -> String { try sample.text(name) }
 
-    /// `SHA256  NAME` and `# composed SHA256 BYTES TABLE` lines.
-    static func sums() throws -> [String: (sha256: String, bytes: UInt64?)] {
-        var out: [String: (String, UInt64?)] = [:]
-        for line in try text("SHA256SUMS").split(separator: "\n") {
-            let f = line.split(separator: " ")
-            if f.count == 5, f[0] == "#", f[1] == "composed" { out[String(f[4])] = (String(f[2]), UInt64(f[3])) } else if f.count == 2, f[0] != "#" { out[String(f[1])] = (String(f[0]), nil) }
-        }
-        return out
-    }
+    static func sums() throws -> [String: (sha256: String, bytes: UInt64?)] { try sample.sums() }
 
     static func load() throws -> TableLoader.Loaded {
         let sums = try sums()

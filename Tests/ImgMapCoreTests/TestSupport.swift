@@ -378,3 +378,28 @@ func composeGoldenReadCase(_ name: String) throws -> (GoldenCase, SectorMap, Tem
     try out.commit()
     return (golden, map, folder)
 }
+
+/// A Samples folder's files and its SHA256SUMS: `SHA256  NAME` lines for files, and
+/// `# composed SHA256 BYTES TABLE` lines for what a table composes to.
+struct SampleFolder {
+    let url: URL
+
+    init(_ name: String) { url = packageRootURL.appendingPathComponent("Samples/\(name)") }
+
+    func text(_ name: String) throws -> String {
+        try String(contentsOf: url.appendingPathComponent(name), encoding: .utf8)
+    }
+
+    func sums() throws -> [String: (sha256: String, bytes: UInt64?)] {
+        var out: [String: (String, UInt64?)] = [:]
+        for line in try text("SHA256SUMS").split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count == 5, f[0] == "#", f[1] == "composed" {
+                out[String(f[4])] = (String(f[2]), UInt64(f[3]))
+            } else if f.count == 2, f[0] != "#" {
+                out[String(f[1])] = (String(f[0]), nil)
+            }
+        }
+        return out
+    }
+}

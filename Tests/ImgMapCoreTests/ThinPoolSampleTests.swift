@@ -8,21 +8,12 @@ import Testing
 /// one never written) to the sum Samples/thin-pool/SHA256SUMS records; the metadata is what
 /// `thin_restore` made of the committed pool.xml.
 @Suite struct ThinPoolSampleTests {
-    static let folder = packageRootURL.appendingPathComponent("Samples/thin-pool")
+    static let sample = SampleFolder("thin-pool")
+    static var folder: URL { sample.url }
 
-    static func text(_ name: String) throws -> String {
-        try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
-    }
+    static func text(_ name: String) throws -> String { try sample.text(name) }
 
-    /// `SHA256 NAME` and `# composed SHA256 BYTES TABLE` lines.
-    static func sums() throws -> [String: (sha256: String, bytes: UInt64?)] {
-        var out: [String: (String, UInt64?)] = [:]
-        for line in try text("SHA256SUMS").split(separator: "\n") {
-            let f = line.split(separator: " ")
-            if f.count == 5, f[0] == "#" { out[String(f[4])] = (String(f[2]), UInt64(f[3])) } else if f.count == 2 { out[String(f[1])] = (String(f[0]), nil) }
-        }
-        return out
-    }
+    static func sums() throws -> [String: (sha256: String, bytes: UInt64?)] { try sample.sums() }
 
     func load(_ table: String) throws -> TableLoader.Loaded {
         let sums = try Self.sums()

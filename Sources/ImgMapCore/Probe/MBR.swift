@@ -52,7 +52,7 @@ enum MBR {
             var partition = PartitionTable.Partition(number: slot + 1, start: start, length: size,
                                                      type: "0x" + hex8(entry.type), bootable: entry.boot == 0x80)
             if start + size > diskSectors {
-                table.notes.append("partition \(slot + 1) (sectors \(start)..<\(start + size)) ends past the end of the disk (\(diskSectors) sectors): left out")
+                table.notes.append("partition \(slot + 1) (sectors \(start)+\(size)) ends past the end of the disk (\(diskSectors) sectors): left out")
                 continue
             }
             if extendedTypes.contains(entry.type) {
@@ -100,7 +100,7 @@ enum MBR {
                 let start = here + UInt64(entry.start) * mul
                 let size = UInt64(entry.size) * mul
                 if start + size > diskSectors {
-                    table.notes.append("logical partition \(number) (sectors \(start)..<\(start + size)) ends past the end of the disk: left out")
+                    table.notes.append("logical partition \(number) (sectors \(start)+\(size)) ends past the end of the disk: left out")
                 } else {
                     table.partitions.append(.init(number: number, start: start, length: size, type: "0x" + hex8(entry.type),
                                                   bootable: entry.boot == 0x80))
@@ -109,7 +109,7 @@ enum MBR {
             }
             guard let link = next else { return }
             if link < extendedStart || link >= extendedStart + extendedSize {
-                table.notes.append("the EBR at sector \(here) links to sector \(link), outside the extended partition (\(extendedStart)..<\(extendedStart + extendedSize)): the chain ends there")
+                table.notes.append("the EBR at sector \(here) links to sector \(link), outside the extended partition (sectors \(extendedStart)+\(extendedSize)): the chain ends there")
                 return
             }
             here = link

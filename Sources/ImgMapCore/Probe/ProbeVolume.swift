@@ -58,7 +58,7 @@ public final class ProbeVolume: @unchecked Sendable {
     func readExactly(at offset: UInt64, count: Int, what: String) throws -> [UInt8] {
         let bytes = try read(at: offset, count: count)
         guard bytes.count == count else {
-            throw ProbeProblem(place: "\(name): bytes \(offset)..<\(offset + UInt64(count))", message: "\(what) lies past the end of the device (\(size) bytes)")
+            throw ProbeProblem(place: "\(name): bytes \(offset)+\(count)", message: "\(what) lies past the end of the device (\(size) bytes)")
         }
         return bytes
     }
@@ -121,7 +121,7 @@ public final class ProbeVolume: @unchecked Sendable {
     /// A read that must be complete: a lower volume shorter than its tables say is a data error.
     private func fillChecked(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         guard offset + UInt64(buffer.count) <= size else {
-            throw ProbeProblem(place: "\(name): bytes \(offset)..<\(offset + UInt64(buffer.count))", message: "the layout above needs bytes past the end of the device (\(size) bytes)")
+            throw ProbeProblem(place: "\(name): bytes \(offset)+\(buffer.count)", message: "the layout above needs bytes past the end of the device (\(size) bytes)")
         }
         try fill(buffer, at: offset)
     }

@@ -42,7 +42,7 @@ final class BGZFMemberTable: Sendable {
                 let isize = uncompressedStarts[m + 1] - uncompressedStarts[m]
                 guard UInt64(found.size) == size, UInt64(found.uncompressedSize) == isize else {
                     throw BGZFError(path: indexPath, "says member \(m) of \(file.path) (at offset \(compressedStarts[m])) holds "
-                        + "\(size) bytes for uncompressed bytes \(uncompressedStarts[m])..<\(uncompressedStarts[m + 1]), but it holds "
+                        + "\(size) bytes for uncompressed bytes \(uncompressedStarts[m])+\(uncompressedStarts[m + 1] - uncompressedStarts[m]), but it holds "
                         + "\(found.size) bytes for \(found.uncompressedSize) (ISIZE): the index belongs to another file or a different "
                         + "version of it (delete it or rebuild it)")
                 }

@@ -315,7 +315,7 @@ public struct LUKSVolume {
         let area = SecretBytes(count: sectors * 512)
         let fileSize = try image.byteSize()
         guard slot.areaOffset + UInt64(sectors * 512) <= fileSize else {
-            throw Failure(description: "\(where_): the key material at \(slot.areaOffset)..<\(slot.areaOffset + UInt64(sectors * 512)) is past the image's end (\(fileSize) bytes): truncated", exitStatus: .dataError)
+            throw Failure(description: "\(where_): the key material at bytes \(slot.areaOffset)+\(sectors * 512) is past the image's end (\(fileSize) bytes): truncated", exitStatus: .dataError)
         }
         try area.withMutableBytes { try image.readExactly(into: $0, at: slot.areaOffset) }
         let transform: CryptTransform

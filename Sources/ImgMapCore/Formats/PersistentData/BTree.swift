@@ -111,7 +111,7 @@ enum PersistentData {
                 let key = le64(bytes, 32 + 8 * i)
                 if let previous, key <= previous { throw fail("keys out of order: entry \(i) has key \(key) after \(previous)") }
                 if key < low || high.map({ key >= $0 }) == true {
-                    throw fail("entry \(i) has key \(key), outside the range \(low)..<\(high.map(String.init) ?? "∞") its parent gives it")
+                    throw fail("entry \(i) has key \(key), outside the keys its parent gives it (\(high.map { "from \(low), below \($0)" } ?? "from \(low) up"))")
                 }
                 previous = key
                 if isInternal {
