@@ -17,7 +17,7 @@ public struct IMGMap: ParsableCommand {
             A table is what `dmsetup create` accepts: `<start> <length> <target> <args…>` in 512-byte \
             sectors, one segment per line. Targets: linear, striped, zero, error, compress (a BGZF \
             image), crypt (dm-crypt; keys by --key or from a LUKS header), raid (raid0/1/4/5/6/10 with \
-            their parity), mirror, multipath, snapshot-origin, snapshot, snapshot-merge (LVM snapshots: the COW's exception store is \
+            their parity), mdraid (imgmap's own: md arrays in layouts dm-raid lacks), mirror, multipath, snapshot-origin, snapshot, snapshot-merge (LVM snapshots: the COW's exception store is \
             read), thin-pool and thin (thin pools: the metadata's btrees are read), cache (dm-cache: the \
             metadata's mapping array is read; writes are refused), verity (each data block checked against \
             its hash tree; read-only). Devices are image files: write their paths, or bind names with --dev NAME=PATH; \

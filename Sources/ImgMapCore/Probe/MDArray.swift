@@ -91,7 +91,7 @@ extension Prober {
                 addDevice(name, lines)
                 report.append(("size", .unsigned(lines.reduce(0) { $0 + $1.length })))
                 if let volume { worklist.append(volume) }
-                else { notes.append("md \(name): \(freshest.levelName) is mapped with the raid target; what it holds is not probed") }
+                else { notes.append("md \(name): \(freshest.levelName) is mapped, but what it holds is not probed (probe reads inside RAID10 arrays of the near layout only, and inside RAID6 arrays missing at most one member)") }
             } catch let problem as ProbeProblem {
                 problems.append(problem.description)
                 report.append(("problem", .string(problem.message)))
@@ -185,6 +185,8 @@ extension Prober {
             return ([line], ProbeVolume(name: name, size: sb.componentSectors * 512, layout: .slice(m.volume, offset: m.superblock.dataOffset * 512), counter: counter))
         case 4, 5, 6:
             let line = try raidLine(sb, name: name, present: present)
+            // Probe's own reader rebuilds a missing chunk through P only.
+            if sb.level == 6 && present.count < n - 1 { return ([line], nil) }
             let layout = ParityLayout(level: sb.level, algorithm: sb.layout, raidDisks: n, chunk: chunk * 512)
             let members = (0..<n).map { slot in present[slot].map { ($0.volume, $0.superblock.dataOffset * 512) } }
             return ([line], ProbeVolume(name: name, size: line.length * 512, layout: .parity(layout, members), counter: counter))
@@ -209,7 +211,7 @@ extension Prober {
         let chunk = sb.chunkSectors
         let place = "md \(name)"
         let type: String
-        var params: [String] = [String(chunk)]
+        let params: [String] = [String(chunk)]
         var length: UInt64
         let component = chunk > 0 ? sb.componentSectors / chunk * chunk : sb.componentSectors
         switch sb.level {
@@ -225,21 +227,26 @@ extension Prober {
         case 6:
             let names: [UInt32: String] = [8: "raid6_zr", 9: "raid6_nr", 10: "raid6_nc", 5: "raid6_n_6", 16: "raid6_la_6",
                                            17: "raid6_ra_6", 18: "raid6_ls_6", 19: "raid6_rs_6"]
-            guard let t = names[sb.layout] else { throw ProbeProblem(place: place, message: "RAID6 layout \(sb.layout) has no dm-raid equivalent") }
+            guard let t = names[sb.layout] else {
+                // md's own RAID6 layouts (mdadm's default among them): dm-raid has no name for them.
+                let md: [UInt32: String] = [0: "left-asymmetric", 1: "right-asymmetric", 2: "left-symmetric",
+                                            3: "right-symmetric", 4: "parity-first", 20: "parity-first-6"]
+                guard let layout = md[sb.layout] else { throw ProbeProblem(place: place, message: "RAID6 layout \(sb.layout) is not one md defines") }
+                return try mdraidLine(sb, layout: layout, length: component * UInt64(n - 2), present: present)
+            }
             type = t
             length = component * UInt64(n - 2)
         default:
             let near = UInt64(sb.layout & 0xff), far = UInt64(sb.layout >> 8 & 0xff), offset = sb.layout & 0x10000 != 0
-            guard near >= 1, far >= 1, near == 1 || far == 1 else {
-                throw ProbeProblem(place: place, message: "RAID10 layout 0x\(String(sb.layout, radix: 16)) (near \(near), far \(far)) has no dm-raid equivalent")
+            guard near >= 1, far >= 1, near == 1 || far == 1, near * far >= 2 else {
+                throw ProbeProblem(place: place, message: "RAID10 layout 0x\(String(sb.layout, radix: 16)) (near \(near), far \(far)) is not one imgmap maps")
             }
-            type = "raid10"
-            let copies = near * far
-            params += ["raid10_copies", String(copies), "raid10_format", near > 1 ? "near" : offset ? "offset" : "far"]
             // raid10_size: chunks per device, divided by far copies, times devices, divided by near copies.
             var chunks = component / max(chunk, 1)
             chunks /= far
             length = chunks * UInt64(n) / near * max(chunk, 1)
+            // dm-raid runs raid10 only with metadata devices, which an md array does not have.
+            return try mdraidLine(sb, layout: near > 1 ? "n\(near)" : offset ? "o\(far)" : "f\(far)", length: length, present: present)
         }
         if length == 0 { throw ProbeProblem(place: place, message: "the array is empty") }
         // dm-raid without metadata devices reads each member from its sector 0 (its data_offset
@@ -258,6 +265,21 @@ extension Prober {
             args += ["-", image]
         }
         return ProbeLine(start: 0, length: length, target: "raid", arguments: args)
+    }
+
+    /// imgmap's `mdraid` line, for an array dm-raid cannot present: md's level and layout names, the
+    /// component size, and each member with its data offset (`- -` when missing).
+    func mdraidLine(_ sb: MDSuperblock, layout: String, length: UInt64, present: [Int: MDMember]) throws -> ProbeLine {
+        guard sb.chunkSectors >= 8, sb.chunkSectors & (sb.chunkSectors - 1) == 0 else {
+            throw ProbeProblem(place: "md \(sb.arrayName ?? sb.uuid)", message: "chunk of \(sb.chunkSectors) sectors: md uses a power of two of at least 8")
+        }
+        let component = sb.componentSectors / sb.chunkSectors * sb.chunkSectors
+        var args = ["raid\(sb.level)", layout, String(sb.chunkSectors), String(component), String(sb.raidDisks)]
+        for slot in 0..<sb.raidDisks {
+            guard let member = present[slot] else { args += ["-", "-"]; continue }
+            args += [member.volume.name, String(member.superblock.dataOffset)]
+        }
+        return ProbeLine(start: 0, length: length, target: "mdraid", arguments: args)
     }
 
     /// Arrays that never got enough members, VGs that never got all PVs: reported at the end.

@@ -6,6 +6,10 @@ public enum ParityAlgorithm: Sendable {
     case leftAsymmetric, rightAsymmetric, leftSymmetric, rightSymmetric, parity0, parityN
     case zeroRestart, nRestart, nContinue, parityN6
     case leftAsymmetric6, rightAsymmetric6, leftSymmetric6, rightSymmetric6
+    /// md's RAID6 forms of the RAID5 layouts, Q on the member after P (mdadm's left-symmetric is its
+    /// RAID6 default), and parity-first with Q last: md has them, dm-raid has no name for them (only
+    /// imgmap's `mdraid` target maps them).
+    case leftAsymmetricPQ, rightAsymmetricPQ, leftSymmetricPQ, rightSymmetricPQ, parity0PQ, parity0Q6
 }
 
 public enum Raid10Format: String, Sendable { case near, far, offset }
@@ -73,10 +77,14 @@ struct RaidGeometry: Sendable {
             case .parityN: disk = { $0 }
             default: disk = { $0 < pp ? $0 : $0 + 1 }
             }
-        case .zeroRestart, .nRestart:
+        case .zeroRestart, .nRestart, .leftAsymmetricPQ, .rightAsymmetricPQ:
             k = n - 2
-            p = algorithm == .zeroRestart ? rn : n - 1 - Int((r + 1) % UInt64(n))
-            ddf = true
+            switch algorithm {
+            case .zeroRestart, .rightAsymmetricPQ: p = rn
+            case .nRestart: p = n - 1 - Int((r + 1) % UInt64(n))
+            default: p = n - 1 - rn
+            }
+            ddf = algorithm == .zeroRestart || algorithm == .nRestart
             let pp = p
             if p == n - 1 {
                 q = 0
@@ -97,6 +105,22 @@ struct RaidGeometry: Sendable {
             p = n - 2
             q = n - 1
             disk = { $0 }
+        case .leftSymmetricPQ, .rightSymmetricPQ:
+            k = n - 2
+            p = algorithm == .leftSymmetricPQ ? n - 1 - rn : rn
+            q = (p + 1) % n
+            let pp = p
+            disk = { (pp + 2 + $0) % n }
+        case .parity0PQ:
+            k = n - 2
+            p = 0
+            q = 1
+            disk = { $0 + 2 }
+        case .parity0Q6:
+            k = n - 2
+            p = 0
+            q = n - 1
+            disk = { $0 + 1 }
         case .leftAsymmetric6, .rightAsymmetric6, .leftSymmetric6, .rightSymmetric6:
             k = n - 2
             let m = n - 1
@@ -108,9 +132,18 @@ struct RaidGeometry: Sendable {
         }
         let dataDisks = (0..<k).map(disk)
         // md's syndrome order: DDF layouts count every member from member 0 (P and Q give zero
-        // sources); the others count only data members from member 0 (Q is always the last member).
+        // sources); the others count only the data members, round the ring from the member after Q
+        // (raid6_d0; Q is the last member in the dm-raid layouts, so that is member 0).
         let pp = p
-        let coefficient = dataDisks.map { ddf ? $0 : $0 - ($0 > pp ? 1 : 0) }
+        let coefficient: [Int]
+        if ddf {
+            coefficient = dataDisks
+        } else if let q {
+            let position = { (m: Int) in (m - q - 1 + 2 * n) % n }
+            coefficient = dataDisks.map { position($0) - (position($0) > position(pp) ? 1 : 0) }
+        } else {
+            coefficient = dataDisks.map { $0 - ($0 > pp ? 1 : 0) }
+        }
         return RowLayout(p: p, q: q, dataDisks: dataDisks, qCoefficient: coefficient)
     }
 

@@ -406,9 +406,14 @@ public struct RaidTarget: Target {
     }
 
     public func forEachDeviceArea<E: Error>(_ body: (DeviceArea) throws(E) -> Void) throws(E) {
+        try Self.forEachMemberArea(members, sectors: geometry.memberSectors, body)
+    }
+
+    /// The data area of each present member (raid and mdraid).
+    static func forEachMemberArea<E: Error>(_ members: [Member], sectors: UInt64, _ body: (DeviceArea) throws(E) -> Void) throws(E) {
         for member in members {
             guard let device = member.device else { continue }
-            try body(DeviceArea(device: device, token: member.dataToken, start: member.dataOffset, length: geometry.memberSectors))
+            try body(DeviceArea(device: device, token: member.dataToken, start: member.dataOffset, length: sectors))
         }
     }
 

@@ -5,7 +5,7 @@ public enum TargetRegistry {
         LinearTarget.self, StripedTarget.self, ZeroTarget.self, ErrorTarget.self, CompressTarget.self,
         SnapshotOriginTarget.self, SnapshotTarget.self, SnapshotMergeTarget.self, ThinPoolTarget.self, ThinTarget.self, CacheTarget.self,
         CryptTarget.self,
-        RaidTarget.self, MirrorTarget.self, MultipathTarget.self,
+        RaidTarget.self, MDRaidTarget.self, MirrorTarget.self, MultipathTarget.self,
         VerityTarget.self,
     ]
 }

@@ -5,22 +5,7 @@
 # sha256 of each array are recorded, and `mdadm --examine` of every member.
 set -e
 . "$INPUTS/lib.sh"
-mark() {   # mark MD TAG
-    dd if="$INPUTS/pattern.bin" of="$1" bs=64k conv=fsync 2>/dev/null
-    echo "array $2" | dd of="$1" bs=512 seek=1024 conv=sync,fsync 2>/dev/null
-    end=$(( $(blockdev --getsize64 "$1") / 65536 - 4 ))
-    dd if="$INPUTS/pattern.bin" of="$1" bs=64k seek=$end conv=fsync 2>/dev/null
-}
-make() {   # make MD TAG OPTIONS... MEMBERS...
-    md=$1 tag=$2; shift 2
-    echo "+ mdadm --create $md --run $*"
-    mdadm --create "$md" --run "$@"
-    md_settle "$md"
-    mark "$md" "$tag"
-    md_settle "$md"
-    volsum "$md" "$tag"
-    mdadm --detail "$md" > "$RESULTS/$tag-detail.txt"
-}
+. "$INPUTS/md-lib.sh"
 make /dev/md0 r0-v12 --level=0 --raid-devices=2 --chunk=64 --metadata=1.2 --name=r0 $DEV_r0a $DEV_r0b
 make /dev/md1 r1-v12 --level=1 --raid-devices=2 --metadata=1.2 --name=r1 $DEV_r1a $DEV_r1b
 make /dev/md2 lin-v12 --level=linear --raid-devices=2 --metadata=1.2 --name=lin $DEV_lna $DEV_lnb
