@@ -31,7 +31,12 @@ struct ServeCommand: ParsableCommand {
             emulation). TRIM: image segments have their whole sectors deallocated (PUNCH_HOLE), zero \
             segments drop it, error segments fail it with EIO, computed segments refuse it with EINVAL. \
             Several connections may read and write at once (CAN_MULTI_CONN): there is no cache in the \
-            server and writes are serialised by one lock.
+            server and writes are serialised by one lock. At most --max-connections clients are served \
+            at once (16 by default; each costs a thread and a 2 MiB buffer): over the cap the server \
+            stops accepting, so a new client waits in the listen queue until another disconnects, as \
+            with qemu-nbd --shared, rather than being dropped as nbdkit's limit filter does (nbdcopy \
+            and qemu open several connections; a refused one fails the whole job). The handshake \
+            timeout starts when a client is accepted.
 
             With --run CMD the server is captive: CMD runs under /bin/sh -c with $uri \
             (nbd+unix:///?socket=…), $unixsocket and $nbd (qemu's older nbd:unix:… form) set; the server \
@@ -71,7 +76,11 @@ struct ServeCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Drop a client that has not finished its handshake after SECONDS.", valueName: "SECONDS"))
     var handshakeTimeout = NBD.defaultHandshakeTimeout
 
+    @Option(help: ArgumentHelp("Serve at most N clients at once; more wait until one disconnects.", valueName: "N"))
+    var maxConnections = NBD.defaultMaxConnections
+
     func validate() throws {
+        if !(1...4096).contains(maxConnections) { throw ValidationError("--max-connections must be between 1 and 4096") }
         if socket != nil, listen != nil { throw ValidationError("--socket and --listen cannot be combined") }
         if handshakeTimeout < 1 { throw ValidationError("--handshake-timeout must be at least 1 second") }
         if let listen, NBDListenAddress.parseListen(listen) == nil {
@@ -121,7 +130,7 @@ struct ServeCommand: ParsableCommand {
         for s in [SIGINT, SIGTERM, SIGCHLD] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        let server = try NBDServer(export: export, address: address)
+        let server = try NBDServer(export: export, address: address, maxConnections: maxConnections)
         server.handshakeTimeout = handshakeTimeout
         // Ends every connection after its request in flight and fsyncs the members, then removes the
         // socket: on SIGINT/SIGTERM, or when the captive command ends.

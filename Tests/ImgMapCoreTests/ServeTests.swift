@@ -25,7 +25,7 @@ final class ServeFixture: @unchecked Sendable {
 
     /// `images`: name → bytes, written to the folder and bound as `--dev name=…`.
     init(table: String, images: [String: [UInt8]], writable: Bool = false, exportName: String = "",
-         handshakeTimeout: Int = 30) throws {
+         handshakeTimeout: Int = 30, maxConnections: Int = NBD.defaultMaxConnections) throws {
         var devices: [String: String] = [:]
         for (name, bytes) in images {
             let path = folder.file(name + ".img")
@@ -42,7 +42,7 @@ final class ServeFixture: @unchecked Sendable {
         }
         export = NBDExport(map: map, name: exportName, writers: writers)
         socketPath = folder.file("nbd.sock")
-        server = try NBDServer(export: export, address: .unix(path: socketPath))
+        server = try NBDServer(export: export, address: .unix(path: socketPath), maxConnections: maxConnections)
         server.handshakeTimeout = handshakeTimeout
         let server = server
         startDetachedThread { server.run() }
@@ -109,6 +109,13 @@ final class TestNBDClient {
             done += n
         }
         return bytes
+    }
+
+    /// Whether bytes (or the end of the stream) are waiting to be read now, without blocking.
+    var hasSomethingToRead: Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_DONTWAIT) | Int32(MSG_PEEK))
+        return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
     }
 
     /// Whether the server has closed the connection (reads the end of the stream).
@@ -238,10 +245,12 @@ func servePattern(_ count: Int, seed: UInt64) -> [UInt8] {
     static let table = "0 64 linear A 0\n64 32 zero\n96 8 error\n104 64 striped 2 8 M0 0 M1 0\n"
     static let size = 168 * 512
 
-    static func fixture(writable: Bool = false, exportName: String = "", handshakeTimeout: Int = 30) throws -> ServeFixture {
+    static func fixture(writable: Bool = false, exportName: String = "", handshakeTimeout: Int = 30,
+                        maxConnections: Int = NBD.defaultMaxConnections) throws -> ServeFixture {
         try ServeFixture(table: table, images: ["A": servePattern(64 * 512, seed: 1), "M0": servePattern(32 * 512, seed: 2),
                                                 "M1": servePattern(32 * 512, seed: 3)],
-                         writable: writable, exportName: exportName, handshakeTimeout: handshakeTimeout)
+                         writable: writable, exportName: exportName, handshakeTimeout: handshakeTimeout,
+                         maxConnections: maxConnections)
     }
 
     // MARK: The pure parsers
@@ -624,6 +633,33 @@ func servePattern(_ count: Int, seed: UInt64) -> [UInt8] {
         }
         let succeeded = ok.withLock { $0 }
         #expect(succeeded == clients)
+    }
+
+    @Test func clientsOverTheConnectionCapWaitWhileTheOthersAreServed() throws {
+        let f = try Self.fixture(maxConnections: 3)
+        let device = try readAll(f.map)
+        var served = try (0..<3).map { _ in try f.connect() }
+        for c in served { #expect(c.open() != nil) }
+        // Over the cap: connect(2) succeeds (the kernel queues them) but the server has stopped
+        // accepting, so no greeting comes, and no thread or buffer is spent on them.
+        var waiting: [TestNBDClient?] = try (0..<6).map { _ in try f.connect() }
+        for w in waiting { #expect(w?.hasSomethingToRead == false) }
+        #expect(f.server.activeConnections == 3)
+        // The first 96 sectors (before the error segment), whole, on each served connection.
+        let readable = Array(device[0..<96 * 512])
+        for (i, c) in served.enumerated() {
+            let same = c.request(NBD.cmdRead, offset: 0, length: UInt32(readable.count), cookie: UInt64(i))?.data == readable
+            #expect(same, "connection \(i)")
+        }
+        #expect(waiting.allSatisfy { $0?.hasSomethingToRead == false })
+        // Each that leaves lets one waiting client in; every one of them is served in turn.
+        served.removeAll()
+        for i in waiting.indices {
+            #expect(waiting[i]?.open() != nil)
+            #expect(waiting[i]?.request(NBD.cmdRead, offset: 4096, length: 8192)?.data == Array(device[4096..<12288]))
+            waiting[i] = nil
+        }
+        #expect(f.server.peakConnections == 3)
     }
 
     @Test func stopEndsOpenConnectionsAfterTheirRequest() throws {

@@ -522,34 +522,23 @@ public final class NBDConnection: @unchecked Sendable {
         return first..<max(first, last)
     }
 
-    /// A TRIM, as the kernel's discard through dm: an image extent has its whole sectors deallocated
-    /// with fallocate(PUNCH_HOLE) (what the loop driver does for a discard; they then read as zeros),
-    /// a zero extent drops it (dm-zero), an error extent fails it with EIO (dm-error). Through a computed
-    /// piece (crypt, raid, snapshot, …) it is refused with EINVAL: those targets do not pass discards
-    /// offline. Partial sectors at the ends are left alone (a discard is a hint). Nothing is done unless
-    /// the whole range can be.
-    func trim(_ request: NBDRequest) throws {
+    /// A refusal found under the write lock, answered with its own error value.
+    struct Refused: Error {
+        let error: UInt32
+        let message: String
+    }
+
+    /// The frame TRIM and WRITE_ZEROES share: under the write lock, the write path's refusals first
+    /// (nothing is done unless the whole range can be), then `body` with the members' writers (not
+    /// called on a read-only export); FUA fsyncs the members touched; one reply. `Refused` from `body`
+    /// is answered with its error, any other error with EIO.
+    func modify(_ request: NBDRequest, _ body: (_ writers: [ObjectIdentifier: ImageFile]) throws -> Void) throws {
         let (first, last) = Self.covering(request.offset, request.length)
-        let whole = Self.inner(request.offset, request.length)
-        struct Refused: Error { let error: UInt32; let message: String }
         do {
             try export.writing {
                 if let (error, message) = writeRefusal(first, last) { throw Refused(error: error, message: message) }
-                try export.map.forEachExtent(from: Sector(first), to: Sector(last)) { extent in
-                    if case .computed = extent.source {
-                        throw Refused(error: NBD.EINVAL, message: "TRIM of sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)): not passed through \(extent.origin.target) offline")
-                    }
-                }
-                guard let writers = export.writers, !whole.isEmpty else { return }
-                try export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
-                    guard case .data(let leaf, let offset) = extent.source, let writer = writers[ObjectIdentifier(leaf)] else { return }
-                    if imgmap_punch_hole(writer.fd, Int64(offset.bytes), Int64(extent.length.bytes)) != 0 {
-                        let code = errno
-                        // A filesystem without hole punching: the discard is only a hint.
-                        if code == EOPNOTSUPP || code == ENOSYS { return }
-                        throw IOFailure(path: leaf.path, operation: "fallocate(PUNCH_HOLE) at byte \(offset.bytes)", errno: code)
-                    }
-                }
+                guard let writers = export.writers else { return }
+                try body(writers)
             }
             if request.flags & NBD.cmdFlagFUA != 0 { try syncWritten(first, last) }
         } catch let refused as Refused {
@@ -558,6 +547,42 @@ public final class NBDConnection: @unchecked Sendable {
             return try sendError(NBD.EIO, cookie: request.cookie, message: (error as? ImgMapFailure)?.description ?? "\(error)")
         }
         try sendOK(request.cookie)
+    }
+
+    /// Calls `body(leaf, writer, file byte offset, byte length)` for each raw image extent within
+    /// device sectors `whole` that has a writer: where TRIM and WRITE_ZEROES hand whole sectors to
+    /// fallocate(2).
+    func forEachImageExtent(in whole: Range<UInt64>, writers: [ObjectIdentifier: ImageFile],
+                            _ body: (LeafFile, ImageFile, UInt64, UInt64) throws -> Void) throws {
+        guard !whole.isEmpty else { return }
+        try export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
+            guard case .data(let leaf, let offset) = extent.source, let writer = writers[ObjectIdentifier(leaf)] else { return }
+            try body(leaf, writer, offset.bytes, extent.length.bytes)
+        }
+    }
+
+    /// A TRIM, as the kernel's discard through dm: an image extent has its whole sectors deallocated
+    /// with fallocate(PUNCH_HOLE) (what the loop driver does for a discard; they then read as zeros),
+    /// a zero extent drops it (dm-zero), an error extent fails it with EIO (dm-error). Through a computed
+    /// piece (crypt, raid, snapshot, …) it is refused with EINVAL: those targets do not pass discards
+    /// offline. Partial sectors at the ends are left alone (a discard is a hint). Nothing is done unless
+    /// the whole range can be.
+    func trim(_ request: NBDRequest) throws {
+        let (first, last) = Self.covering(request.offset, request.length)
+        try modify(request) { writers in
+            try export.map.forEachExtent(from: Sector(first), to: Sector(last)) { extent in
+                if case .computed = extent.source {
+                    throw Refused(error: NBD.EINVAL, message: "TRIM of sectors \(extent.start.value)+\(extent.length.value) (\(extent.origin.description)): not passed through \(extent.origin.target) offline")
+                }
+            }
+            try forEachImageExtent(in: Self.inner(request.offset, request.length), writers: writers) { leaf, writer, at, length in
+                guard imgmap_punch_hole(writer.fd, Int64(at), Int64(length)) != 0 else { return }
+                let code = errno
+                // A filesystem without hole punching: the discard is only a hint.
+                if code == EOPNOTSUPP || code == ENOSYS { return }
+                throw IOFailure(path: leaf.path, operation: "fallocate(PUNCH_HOLE) at byte \(at)", errno: code)
+            }
+        }
     }
 
     /// A WRITE_ZEROES, as the kernel's: over image extents only, the whole sectors go to
@@ -570,63 +595,51 @@ public final class NBDConnection: @unchecked Sendable {
         let (first, last) = Self.covering(request.offset, request.length)
         let end = request.offset + UInt64(request.length)
         let whole = Self.inner(request.offset, request.length)
-        struct Refused: Error { let error: UInt32; let message: String }
-        do {
-            try export.writing {
-                if let (error, message) = writeRefusal(first, last) { throw Refused(error: error, message: message) }
-                guard let writers = export.writers, request.length > 0 else { return }
-                var report = Scatter.Report(bytes: 0, written: SectorRangeList(), skipped: SectorRangeList(), dropped: SectorRangeList())
-                // The partial sectors at either end (one sector when the range lies inside it).
-                for sector in Set([first, last - 1]) where !whole.contains(sector) {
-                    let from = Int(max(request.offset, sector * sectorSize) - sector * sectorSize)
-                    let to = Int(min(end, (sector + 1) * sectorSize) - sector * sectorSize)
-                    let one = IOBuffer(size: Int(sectorSize))
-                    try mergeSector(sector, keepingOutside: from, to, into: one.bytes)
-                    one.bytes[from..<to].initializeMemory(as: UInt8.self, repeating: 0)
-                    try scatter.write(one.bytes, at: Sector(sector), writers: writers, report: &report)
+        try modify(request) { writers in
+            guard request.length > 0 else { return }
+            var report = Scatter.Report(bytes: 0, written: SectorRangeList(), skipped: SectorRangeList(), dropped: SectorRangeList())
+            // The partial sectors at either end (one sector when the range lies inside it).
+            for sector in Set([first, last - 1]) where !whole.contains(sector) {
+                let from = Int(max(request.offset, sector * sectorSize) - sector * sectorSize)
+                let to = Int(min(end, (sector + 1) * sectorSize) - sector * sectorSize)
+                let one = IOBuffer(size: Int(sectorSize))
+                try mergeSector(sector, keepingOutside: from, to, into: one.bytes)
+                one.bytes[from..<to].initializeMemory(as: UInt8.self, repeating: 0)
+                try scatter.write(one.bytes, at: Sector(sector), writers: writers, report: &report)
+            }
+            guard !whole.isEmpty else { return }
+            var computed = false
+            export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
+                if case .computed = extent.source { computed = true }
+            }
+            if computed {
+                let zeros = buffer()
+                zeros.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+                let step = UInt64(NBD.pieceSize) / sectorSize
+                var sector = whole.lowerBound
+                while sector < whole.upperBound {
+                    let n = min(step, whole.upperBound - sector)
+                    try scatter.write(zeros.prefix(Int(n * sectorSize)), at: Sector(sector), writers: writers, report: &report)
+                    sector += n
                 }
-                guard !whole.isEmpty else { return }
-                var computed = false
-                export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
-                    if case .computed = extent.source { computed = true }
+                return
+            }
+            let noHole = request.flags & NBD.cmdFlagNoHole != 0
+            try forEachImageExtent(in: whole, writers: writers) { leaf, writer, at, length in
+                let rc = noHole ? imgmap_zero_range(writer.fd, Int64(at), Int64(length)) : imgmap_punch_hole(writer.fd, Int64(at), Int64(length))
+                guard rc != 0 else { return }
+                let code = errno
+                guard code == EOPNOTSUPP || code == ENOSYS || code == EINVAL else {
+                    throw IOFailure(path: leaf.path, operation: "fallocate at byte \(at)", errno: code)
                 }
-                if computed {
-                    let zeros = buffer()
-                    zeros.bytes.initializeMemory(as: UInt8.self, repeating: 0)
-                    let step = UInt64(NBD.pieceSize) / sectorSize
-                    var sector = whole.lowerBound
-                    while sector < whole.upperBound {
-                        let n = min(step, whole.upperBound - sector)
-                        try scatter.write(zeros.prefix(Int(n * sectorSize)), at: Sector(sector), writers: writers, report: &report)
-                        sector += n
-                    }
-                    return
-                }
-                let noHole = request.flags & NBD.cmdFlagNoHole != 0
-                try export.map.forEachExtent(from: Sector(whole.lowerBound), to: Sector(whole.upperBound)) { extent in
-                    guard case .data(let leaf, let offset) = extent.source, let writer = writers[ObjectIdentifier(leaf)] else { return }
-                    let at = offset.bytes, length = extent.length.bytes
-                    let rc = noHole ? imgmap_zero_range(writer.fd, Int64(at), Int64(length)) : imgmap_punch_hole(writer.fd, Int64(at), Int64(length))
-                    guard rc != 0 else { return }
-                    let code = errno
-                    guard code == EOPNOTSUPP || code == ENOSYS || code == EINVAL else {
-                        throw IOFailure(path: leaf.path, operation: "fallocate at byte \(at)", errno: code)
-                    }
-                    var done: UInt64 = 0
-                    while done < length {
-                        let n = Int(min(length - done, UInt64(zeroPagesSize)))
-                        try writer.write(UnsafeRawBufferPointer(start: zeroPages, count: n), at: at + done)
-                        done += UInt64(n)
-                    }
+                var done: UInt64 = 0
+                while done < length {
+                    let n = Int(min(length - done, UInt64(zeroPagesSize)))
+                    try writer.write(UnsafeRawBufferPointer(start: zeroPages, count: n), at: at + done)
+                    done += UInt64(n)
                 }
             }
-            if request.flags & NBD.cmdFlagFUA != 0 { try syncWritten(first, last) }
-        } catch let refused as Refused {
-            return try sendError(refused.error, cookie: request.cookie, message: refused.message)
-        } catch {
-            return try sendError(NBD.EIO, cookie: request.cookie, message: (error as? ImgMapFailure)?.description ?? "\(error)")
         }
-        try sendOK(request.cookie)
     }
 
     /// base:allocation from the sector map: zero extents are holes that read as zeros, image data is

@@ -110,6 +110,9 @@ public enum NBD {
     /// How long a client may take from connecting to the end of the handshake, by default (nbdkit's
     /// --timeout idea): a connection that never negotiates holds a thread and a socket.
     public static let defaultHandshakeTimeout = 30
+    /// How many clients are served at once, by default. Each costs a thread and one piece buffer
+    /// (about 3 MiB with its stack); nbdcopy opens 4 connections, qemu one per drive, nbdfuse up to 4.
+    public static let defaultMaxConnections = 16
 
     public static func commandName(_ type: UInt16) -> String {
         switch type {

@@ -46,9 +46,24 @@ public final class NBDServer: @unchecked Sendable {
     public let unixPath: String?
     /// Seconds a client has from connecting to the end of its handshake.
     public var handshakeTimeout = NBD.defaultHandshakeTimeout
+    /// At most this many connections are served at once. Over it the server stops accepting, so a new
+    /// client waits in the kernel's listen queue until a connection ends, as with qemu-nbd --shared
+    /// (nbdkit's limit filter drops it instead): a client that opens several connections, or a second
+    /// job, is delayed rather than failed, and a waiting client costs the server nothing.
+    public let maxConnections: Int
+    /// Free connection slots: `run` takes one before each accept(2), a closing connection gives its
+    /// back. A semaphore (not a condition) so `stop` can wake a waiting accept loop with one post.
+    let slots: UnsafeMutablePointer<sem_t>
+    /// The most connections served at once so far (tests check the cap holds).
+    public var peakConnections: Int { peak.load(ordering: .relaxed) }
+    let peak = Atomic<Int>(0)
 
-    public init(export: NBDExport, address: NBDListenAddress) throws {
+    public init(export: NBDExport, address: NBDListenAddress, maxConnections: Int = NBD.defaultMaxConnections) throws {
+        precondition(maxConnections >= 1)
         self.export = export
+        self.maxConnections = maxConnections
+        slots = .allocate(capacity: 1)
+        sem_init(slots, 0, UInt32(maxConnections))
         switch address {
         case .unix(let path):
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -113,6 +128,11 @@ public final class NBDServer: @unchecked Sendable {
         }
     }
 
+    deinit {
+        sem_destroy(slots)
+        slots.deallocate()
+    }
+
     /// Open connections' sockets, so `stop` can end them; a connection removes itself before closing
     /// its descriptor (under the lock), so `stop` never shuts down a reused descriptor.
     let connections = Mutex<Set<Int32>>([])
@@ -121,11 +141,16 @@ public final class NBDServer: @unchecked Sendable {
     /// How many connections are being served now.
     public var activeConnections: Int { connections.withLock { $0.count } }
 
-    /// Accepts connections until `stop` (or until the listening socket fails), one thread each.
+    /// Accepts connections until `stop` (or until the listening socket fails), one thread each, at most
+    /// `maxConnections` at a time.
     public func run() {
         while !stopping.load(ordering: .acquiring) {
+            // A free slot first: at the cap, the next client stays in the listen queue.
+            while sem_wait(slots) != 0, errno == EINTR {}
+            if stopping.load(ordering: .acquiring) { return }
             let client = accept(listenFD, nil, nil)
             if client < 0 {
+                sem_post(slots)
                 if stopping.load(ordering: .acquiring) { return }
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 if errno == EMFILE || errno == ENFILE {
@@ -143,9 +168,11 @@ public final class NBDServer: @unchecked Sendable {
             let admitted = connections.withLock { open in
                 guard !stopping.load(ordering: .acquiring) else { return false }
                 open.insert(client)
+                let count = open.count
+                if count > peak.load(ordering: .relaxed) { peak.store(count, ordering: .relaxed) }
                 return true
             }
-            guard admitted else { close(client); return }
+            guard admitted else { close(client); sem_post(slots); return }
             let transport = ServerSocket(fd: client, server: self)
             let connection = NBDConnection(transport: transport, export: export, handshakeTimeout: handshakeTimeout)
             if !startDetachedThread({ connection.serve() }) { transport.close() }
@@ -159,6 +186,8 @@ public final class NBDServer: @unchecked Sendable {
     public func stop(grace: Double = 10) {
         stopping.store(true, ordering: .releasing)
         shutdown(listenFD, Int32(SHUT_RDWR))
+        // Wakes the accept loop if it waits for a slot; it sees `stopping` and ends.
+        sem_post(slots)
         connections.withLock { open in
             for fd in open { shutdown(fd, Int32(SHUT_RD)) }
         }
@@ -188,9 +217,12 @@ public final class NBDServer: @unchecked Sendable {
         func close() {
             guard !closed else { return }
             closed = true
+            // The slot goes back under the lock too: once `stop` sees no connection, the server may
+            // be freed, and this thread must not touch it after that.
             server.connections.withLock { open in
                 open.remove(socket.fd)
                 socket.close()
+                sem_post(server.slots)
             }
         }
     }
