@@ -118,6 +118,14 @@ struct DumpTests {
         #expect(pool?.description.contains("`dmsetup status`") == true)
     }
 
+    @Test func aThinStatusLineIsBadDataNotAMissingPool() throws {
+        // insights-status.txt (insights-core's `dmsetup status` of a docker host): `thin 1922048 20971519`
+        // once opened `1922048` as the pool and exited 66 (no input); it is status output, 65.
+        let error = loadError("docker-253:10-1234567-0df13579: 0 20971520 thin 1922048 20971519\n")
+        #expect(error?.exitStatus == .dataError)
+        #expect(error?.description.contains("`thin` with mapped sectors is what `dmsetup status` prints") == true)
+    }
+
     @Test func noDevicesFoundIsRefusedAndExplained() {
         let error = loadError("No devices found\n")
         #expect(error?.description.contains("no device-mapper devices") == true)

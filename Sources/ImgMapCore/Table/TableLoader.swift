@@ -515,9 +515,14 @@ public struct TableLoader {
                 do {
                     target = try type.init(arguments: line.arguments, length: Sector(line.length), context: context)
                 } catch let error as TargetError {
-                    if let lookupError { throw lookupError }
+                    // A `dmsetup status` line fails however its state fields happen to (a thin line's
+                    // mapped-sector count opened as its pool: "no such file", 66); what matters is that the
+                    // input is not a table: bad data (65), with the hint saying what it is.
+                    let status = StatusOutput.hint(for: line)
+                    if status == nil, let lookupError { throw lookupError }
                     throw TableError(path: text.path, line: line.number, target: line.target, message: error.message,
-                                     detail: error.detail, hint: StatusOutput.hint(for: line) ?? error.hint, exitStatus: error.exitStatus)
+                                     detail: error.detail, hint: status ?? error.hint,
+                                     exitStatus: status == nil ? error.exitStatus : .dataError)
                 }
                 segments.append(Segment(start: Sector(line.start), length: Sector(line.length), line: line.number, target: target))
                 end = tableEnd
