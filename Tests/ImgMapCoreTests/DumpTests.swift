@@ -234,6 +234,24 @@ struct DumpTests {
         #expect(error?.description == "/dev/zero:1: Invalid format: a NUL byte at byte 0: this is a binary file, not table text")
     }
 
+    @Test func aOneMebibyteTargetLineIsAcceptedAsTheKernelDoes() throws {
+        // dm-oracle, kernel 6.1.0-57: `0 8 error x x …` with 1 MiB of arguments was accepted and read
+        // back as `0 8 error` (the error target ignores its arguments).
+        let line = "0 8 error " + String(repeating: "x ", count: 512 * 1024)
+        let loaded = try loadTables(line + "\n")
+        #expect(extents(SectorMap(top: loaded.top)).map(summary) == ["0 8 error"])
+    }
+
+    @Test func oneSegmentMoreThanDMMaxTargetsIsRefused() throws {
+        var text: [UInt8] = []
+        text.reserveCapacity(15 << 20)
+        for i in 0...TableParser.maxTargetsPerTable { text += Array("\(i) 1 zero\n".utf8) }
+        let error = failure { _ = try TableParser.parse(text, path: "big.table", defaultName: "top") }
+        #expect(error?.description.hasPrefix("big.table:1048577: too many targets: more than 1048576 segment lines (DM_MAX_TARGETS)") == true,
+                "\(error?.description ?? "")")
+        #expect(error?.exitStatus == .dataError)
+    }
+
     @Test func anOverlongLineIsRefusedWhileReading() throws {
         let folder = TemporaryDirectory()
         let path = folder.file("long.table")
