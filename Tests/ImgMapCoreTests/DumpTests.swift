@@ -118,6 +118,14 @@ struct DumpTests {
         #expect(pool?.description.contains("`dmsetup status`") == true)
     }
 
+    @Test func aThinStatusLineIsBadDataNotAMissingPool() throws {
+        // insights-status.txt (insights-core's `dmsetup status` of a docker host): `thin 1922048 20971519`
+        // once opened `1922048` as the pool and exited 66 (no input); it is status output, 65.
+        let error = loadError("docker-253:10-1234567-0df13579: 0 20971520 thin 1922048 20971519\n")
+        #expect(error?.exitStatus == .dataError)
+        #expect(error?.description.contains("`thin` with mapped sectors is what `dmsetup status` prints") == true)
+    }
+
     @Test func noDevicesFoundIsRefusedAndExplained() {
         let error = loadError("No devices found\n")
         #expect(error?.description.contains("no device-mapper devices") == true)
@@ -224,6 +232,24 @@ struct DumpTests {
     @Test func aNulByteIsRefusedAtOnce() throws {
         let error = failure { _ = try readTableFile("/dev/zero") }
         #expect(error?.description == "/dev/zero:1: Invalid format: a NUL byte at byte 0: this is a binary file, not table text")
+    }
+
+    @Test func aOneMebibyteTargetLineIsAcceptedAsTheKernelDoes() throws {
+        // dm-oracle, kernel 6.1.0-57: `0 8 error x x …` with 1 MiB of arguments was accepted and read
+        // back as `0 8 error` (the error target ignores its arguments).
+        let line = "0 8 error " + String(repeating: "x ", count: 512 * 1024)
+        let loaded = try loadTables(line + "\n")
+        #expect(extents(SectorMap(top: loaded.top)).map(summary) == ["0 8 error"])
+    }
+
+    @Test func oneSegmentMoreThanDMMaxTargetsIsRefused() throws {
+        var text: [UInt8] = []
+        text.reserveCapacity(15 << 20)
+        for i in 0...TableParser.maxTargetsPerTable { text += Array("\(i) 1 zero\n".utf8) }
+        let error = failure { _ = try TableParser.parse(text, path: "big.table", defaultName: "top") }
+        #expect(error?.description.hasPrefix("big.table:1048577: too many targets: more than 1048576 segment lines (DM_MAX_TARGETS)") == true,
+                "\(error?.description ?? "")")
+        #expect(error?.exitStatus == .dataError)
     }
 
     @Test func anOverlongLineIsRefusedWhileReading() throws {
