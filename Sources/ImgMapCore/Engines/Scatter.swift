@@ -167,14 +167,29 @@ public struct Scatter {
                 }
             } else {
                 let total = inputBytes ?? 0
+                var chunks: [(at: UInt64, count: Int)] = []
                 for run in dataRuns(of: input, total: total) {
                     var pos = run.lowerBound
                     while pos < run.upperBound {
                         let n = Int(min(UInt64(buffer.count), run.upperBound - pos))
-                        try input.readExactly(into: buffer.prefix(n), at: pos)
-                        try writeChunk(buffer, count: n, inputOffset: pos, checkErrors: false, writers: writers, report: &report)
+                        chunks.append((pos, n))
                         pos += UInt64(n)
                     }
+                }
+                if chunks.count < 3 {
+                    for (pos, n) in chunks {
+                        try input.readExactly(into: buffer.prefix(n), at: pos)
+                        try writeChunk(buffer, count: n, inputOffset: pos, checkErrors: false, writers: writers, report: &report)
+                    }
+                } else {
+                    // The input is read ahead on a background thread while the chunk before is written
+                    // (encrypted on every core, for crypt): 3 buffers in flight, fixed memory.
+                    let ring = [buffer, IOBuffer(size: buffer.count), IOBuffer(size: buffer.count)]
+                    try ReadAhead.run(count: chunks.count, slots: ring.count, produce: { k, slot in
+                        try input.readExactly(into: ring[slot].prefix(chunks[k].count), at: chunks[k].at)
+                    }, consume: { k, slot in
+                        try writeChunk(ring[slot], count: chunks[k].count, inputOffset: chunks[k].at, checkErrors: false, writers: writers, report: &report)
+                    })
                 }
                 report.bytes = total
             }

@@ -48,8 +48,9 @@ extension ComputedSource {
 /// Reads and writes sectors of any device (an image or a mapped device, through its tables) for a
 /// computed source. Reads resolve the lower device's own map: image data by pread, zero extents as
 /// zeros, error extents as EIO (`MappedReadError`), nested computed pieces through their sources.
-/// Writes (scatter only) go to the images opened for writing in `writers`.
-public final class DeviceIO {
+/// Writes (scatter only) go to the images opened for writing in `writers`. Immutable, so a source may
+/// use one from several threads at once (crypt reads and decrypts parts of a request on every core).
+public final class DeviceIO: Sendable {
     /// Each writable image by `ObjectIdentifier(LeafFile)`; empty for reads.
     let writers: [ObjectIdentifier: ImageFile]
 

@@ -64,16 +64,46 @@ public final class MapReader {
     }
 
     /// Hands the bytes of `extent` to `body` in order, a buffer at a time (read through the map, so
-    /// computed pieces are computed and the error policy applies).
+    /// computed pieces are computed and the error policy applies). An extent of three buffers or more
+    /// is read ahead on a background thread (`ReadAhead`) while `body` writes the chunk before: the
+    /// computation (decryption on every core) then overlaps the output's writes. Memory: `buffer` and
+    /// `aheadSlots - 1` more of its size, allocated once per reader.
     public func forEachChunk(of extent: Extent, buffer: IOBuffer, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        var pos = extent.start
-        while pos < extent.end {
-            let n = min(UInt64(buffer.count) / sectorSize, (extent.end - pos).value)
-            let slice = buffer.prefix(Int(n * sectorSize))
-            try read(into: slice, at: pos)
-            try body(UnsafeRawBufferPointer(slice))
-            pos += Sector(n)
+        let chunkSectors = UInt64(buffer.count) / sectorSize
+        let chunks = Int((extent.length.value + chunkSectors - 1) / chunkSectors)
+        func chunk(_ k: Int) -> (at: Sector, bytes: Int) {
+            let at = extent.start + Sector(UInt64(k) * chunkSectors)
+            return (at, Int(min(chunkSectors, (extent.end - at).value) * sectorSize))
         }
+        guard chunks >= 3 else {
+            for k in 0..<chunks {
+                let (at, n) = chunk(k)
+                try read(into: buffer.prefix(n), at: at)
+                try body(UnsafeRawBufferPointer(buffer.prefix(n)))
+            }
+            return
+        }
+        let ring = aheadRing(buffer)
+        // Only the producer thread calls `read` (and so updates `errors`) while the pipeline runs.
+        nonisolated(unsafe) let reader = self
+        try ReadAhead.run(count: chunks, slots: ring.count, produce: { k, slot in
+            let (at, n) = chunk(k)
+            try reader.read(into: ring[slot].prefix(n), at: at)
+        }, consume: { k, slot in
+            try body(UnsafeRawBufferPointer(ring[slot].prefix(chunk(k).bytes)))
+        })
+    }
+
+    /// Chunks in flight when reading ahead: one being written, one ready, one being computed.
+    static let aheadSlots = 3
+    private var aheadBuffers: [IOBuffer] = []
+
+    /// `buffer` and the reader's other read-ahead buffers of its size (made on first use, kept).
+    private func aheadRing(_ buffer: IOBuffer) -> [IOBuffer] {
+        if aheadBuffers.first?.count != buffer.count {
+            aheadBuffers = (1..<Self.aheadSlots).map { _ in IOBuffer(size: buffer.count) }
+        }
+        return [buffer] + aheadBuffers
     }
 
     /// Reads a computed piece. When a lower device fails with EIO somewhere under it, the piece is read

@@ -47,31 +47,57 @@ public final class CryptSource: ComputedSource {
         let count = UInt64(buffer.count) / sectorSize
         let (start, units) = widened(sector, count)
         if start == sector && units == count {
-            try io.read(device, into: buffer, at: lowerStart + sector)
-            try transform(buffer, firstSector: sector, encrypt: false)
-            return
+            return try readUnits(buffer, at: sector, io: io)
         }
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(units * sectorSize), alignment: 4096)
         defer { scratch.deallocate() }
-        try io.read(device, into: scratch, at: lowerStart + start)
-        try transform(scratch, firstSector: start, encrypt: false)
+        try readUnits(scratch, at: start, io: io)
         let skip = Int((sector - start) * sectorSize)
         buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: scratch[skip..<skip + buffer.count]))
         scratch.initializeMemory(as: UInt8.self, repeating: 0)   // plaintext does not linger in freed memory
+    }
+
+    /// Reads and decrypts whole units at `sector` (unit-aligned). A large buffer is cut into parts that
+    /// the cores take in turn, each part read (pread) and decrypted by the thread that took it, so the
+    /// kernel's copy into user memory runs on every core alongside the AES work.
+    func readUnits(_ buffer: UnsafeMutableRawBufferPointer, at sector: UInt64, io: DeviceIO) throws {
+        let transform = self.transform
+        try transform.forEachPart(of: buffer) { part, offset in
+            let partSector = sector + UInt64(offset) / sectorSize
+            try io.read(device, into: part, at: lowerStart + partSector)
+            try transform.transformRun(part, firstSector: partSector, encrypt: false)
+        }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at sector: UInt64, io: DeviceIO) throws {
         let count = UInt64(bytes.count) / sectorSize
         let (start, units) = widened(sector, count)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(units * sectorSize), alignment: 4096)
-        defer { scratch.deallocate() }
-        if start != sector || units != count {
-            try read(into: scratch, at: start, io: io)
+        defer {
+            scratch.initializeMemory(as: UInt8.self, repeating: 0)   // nor does the plaintext of a partial unit
+            scratch.deallocate()
         }
+        let transform = self.transform
+        let device = device, lowerStart = lowerStart
+        if start == sector && units == count {
+            // Encrypted out of place, from the caller's bytes into the scratch buffer: no extra copy.
+            let input = SharedBytes(bytes: bytes)
+            return try transform.forEachPart(of: scratch) { part, offset in
+                let partSector = start + UInt64(offset) / sectorSize
+                try transform.transformRun(part, from: UnsafeRawBufferPointer(rebasing: input.bytes[offset..<offset + part.count]),
+                                           firstSector: partSector, encrypt: true)
+                try io.write(device, UnsafeRawBufferPointer(part), at: lowerStart + partSector)
+            }
+        }
+        // Partial units: read, patch and rewrite the units touched (as dm-crypt's block layer would).
+        try readUnits(scratch, at: start, io: io)
         let skip = Int((sector - start) * sectorSize)
         UnsafeMutableRawBufferPointer(rebasing: scratch[skip..<skip + bytes.count]).copyMemory(from: bytes)
-        try transform(scratch, firstSector: start, encrypt: true)
-        try io.write(device, UnsafeRawBufferPointer(scratch), at: lowerStart + start)
+        try transform.forEachPart(of: scratch) { part, offset in
+            let partSector = start + UInt64(offset) / sectorSize
+            try transform.transformRun(part, firstSector: partSector, encrypt: true)
+            try io.write(device, UnsafeRawBufferPointer(part), at: lowerStart + partSector)
+        }
     }
 
     public func writeRefusal(sector: UInt64, count: UInt64) -> String? { nil }
@@ -85,10 +111,9 @@ public final class CryptSource: ComputedSource {
         "decrypted (\(cipherName)\(ivOffset == 0 ? "" : ", iv_offset \(ivOffset)")) from \(token) sector \(lowerStart + sector)"
     }
 
-    func transform(_ buffer: UnsafeMutableRawBufferPointer, firstSector: UInt64, encrypt: Bool) throws {
-        try CryptTransform(cipher: cipher, key: key, iv: iv, essivKey: essivKey, ivOffset: ivOffset,
-                           unitSectors: unitSectors, ivLargeSectors: ivLargeSectors)
-            .transform(buffer, firstSector: firstSector, encrypt: encrypt)
+    var transform: CryptTransform {
+        CryptTransform(cipher: cipher, key: key, iv: iv, essivKey: essivKey, ivOffset: ivOffset,
+                       unitSectors: unitSectors, ivLargeSectors: ivLargeSectors)
     }
 }
 
@@ -102,8 +127,10 @@ public struct CryptTransform: Sendable {
     let unitSectors: UInt64
     let ivLargeSectors: Bool
 
-    /// Work smaller than this is not split across threads (thread start-up would cost more).
-    static let minimumBytesPerWorker = 64 << 10
+    /// The bytes one thread takes at a time when a large buffer is cut into parts: large enough that
+    /// a part's set-up (a keyed context, a pread) is noise, small enough that both cores get several
+    /// parts of a 1 MiB read, so one thread's pread overlaps the other's AES.
+    static let partBytes = 256 << 10
 
     /// A transform for a dm-crypt cipher spec (`aes-xts-plain64`), or the kernel's refusal.
     public init(spec: String, key: SecretBytes, ivOffset: UInt64 = 0, unitSectors: UInt64 = 1) throws(TargetError) {
@@ -127,36 +154,50 @@ public struct CryptTransform: Sendable {
     }
 
     /// Encrypts or decrypts `buffer` (whole units) in place; its first unit starts at `firstSector` of
-    /// the segment. Large buffers are cut into runs of units, one per core.
+    /// the segment. Large buffers are cut into parts, spread over the cores.
     public func transform(_ buffer: UnsafeMutableRawBufferPointer, firstSector: UInt64, encrypt: Bool) throws {
+        try forEachPart(of: buffer) { part, offset in
+            try transformRun(part, firstSector: firstSector + UInt64(offset) / sectorSize, encrypt: encrypt)
+        }
+    }
+
+    /// Calls `body` with consecutive parts of `buffer` (each whole units, about `partBytes`) and their
+    /// byte offsets, on every core when there is more than one part; the first error is rethrown.
+    /// Parts are disjoint, so the threads never touch the same bytes.
+    func forEachPart(of buffer: UnsafeMutableRawBufferPointer,
+                     _ body: @Sendable (UnsafeMutableRawBufferPointer, Int) throws -> Void) throws {
         let unitBytes = Int(unitSectors * sectorSize)
         let units = buffer.count / unitBytes
         guard units > 0 else { return }
-        let workers = max(1, min(activeProcessorCount(), buffer.count / Self.minimumBytesPerWorker, units))
-        if workers == 1 {
-            return try transformRun(buffer, firstSector: firstSector, encrypt: encrypt)
+        let unitsPerPart = max(1, Self.partBytes / unitBytes)
+        let parts = (units + unitsPerPart - 1) / unitsPerPart
+        if parts == 1 || activeProcessorCount() == 1 {
+            return try body(buffer, 0)
         }
-        let failures = FailureSlots(count: workers)
-        let perWorker = (units + workers - 1) / workers
+        let failures = FailureSlots(count: parts)
         let shared = SharedBuffer(bytes: buffer)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            let first = worker * perWorker
-            let end = min(units, first + perWorker)
-            guard first < end else { return }
-            let run = UnsafeMutableRawBufferPointer(rebasing: shared.bytes[first * unitBytes..<end * unitBytes])
+        DispatchQueue.concurrentPerform(iterations: parts) { index in
+            let first = index * unitsPerPart
+            let end = min(units, first + unitsPerPart)
             do {
-                try transformRun(run, firstSector: firstSector + UInt64(first) * unitSectors, encrypt: encrypt)
+                try body(UnsafeMutableRawBufferPointer(rebasing: shared.bytes[first * unitBytes..<end * unitBytes]), first * unitBytes)
             } catch {
-                failures.set(worker, error)
+                failures.set(index, error)
             }
         }
         if let error = failures.first { throw error }
     }
 
-    /// One thread's share: its own OpenSSL contexts, one IV per unit.
-    func transformRun(_ buffer: UnsafeMutableRawBufferPointer, firstSector: UInt64, encrypt: Bool) throws {
+    /// One thread's share: its own OpenSSL contexts, keyed once, one IV per unit. With `source`, the
+    /// units are read from there (same length) and the result written into `buffer`; otherwise in place.
+    func transformRun(_ buffer: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer? = nil,
+                      firstSector: UInt64, encrypt: Bool) throws {
         let context = try CipherContext(cipher: cipher, key: key, encrypt: encrypt)
         let essiv = try essivKey.map { try CipherContext(cipher: .aesECB, key: $0, encrypt: true) }
+        if let source, !context.processesOutOfPlace {
+            buffer.copyMemory(from: source)
+        }
+        let input = context.processesOutOfPlace ? source : nil
         let unitBytes = Int(unitSectors * sectorSize)
         let shift = UInt64(unitSectors.trailingZeroBitCount)
         var ivBlock = (UInt64(0), UInt64(0))
@@ -171,12 +212,18 @@ public struct CryptTransform: Sendable {
             }
             try withUnsafeMutableBytes(of: &ivBlock) { ivBytes in
                 if let essiv { try essiv.process(ivBytes, iv: ivBytes.baseAddress!) }
-                try context.process(UnsafeMutableRawBufferPointer(rebasing: buffer[u * unitBytes..<(u + 1) * unitBytes]),
-                                    iv: UnsafeRawPointer(ivBytes.baseAddress!))
+                let out = UnsafeMutableRawBufferPointer(rebasing: buffer[u * unitBytes..<(u + 1) * unitBytes])
+                let from = input.map { UnsafeRawBufferPointer(rebasing: $0[u * unitBytes..<(u + 1) * unitBytes]) }
+                try context.process(out, from: from, iv: UnsafeRawPointer(ivBytes.baseAddress!))
             }
         }
         ivBlock = (0, 0)
     }
+}
+
+/// Bytes that workers share, each reading only its own disjoint part.
+struct SharedBytes: @unchecked Sendable {
+    let bytes: UnsafeRawBufferPointer
 }
 
 /// A buffer that workers share, each writing only its own disjoint part.

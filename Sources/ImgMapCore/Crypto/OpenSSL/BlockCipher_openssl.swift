@@ -86,13 +86,29 @@ final class CipherContext {
         }
     }
 
+    /// Whether `process` can read its input from another buffer than it writes (all but the XTS
+    /// built over the block cipher, which works in place).
+    var processesOutOfPlace: Bool { xts192 == nil }
+
     /// Transforms `unit` in place (a multiple of 16 bytes) with `iv` (16 bytes; ignored by ECB).
     func process(_ unit: UnsafeMutableRawBufferPointer, iv: UnsafeRawPointer) throws {
+        try process(unit, from: nil, iv: iv)
+    }
+
+    /// Transforms `source` (or, when nil, `unit` itself) into `unit`, a multiple of 16 bytes, with `iv`.
+    /// Only the IV is set per call (`EVP_CipherInit_ex` with no cipher and no key): the key schedule
+    /// was made once, in `init`.
+    func process(_ unit: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer?, iv: UnsafeRawPointer) throws {
         let p = unit.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        if let (data, tweak) = xts192 { return try xts(unit, iv: iv, data: data, tweak: tweak) }
+        if let (data, tweak) = xts192 {
+            precondition(source == nil, "the constructed XTS works in place")
+            return try xts(unit, iv: iv, data: data, tweak: tweak)
+        }
+        let input = source.map { $0.baseAddress!.assumingMemoryBound(to: UInt8.self) } ?? UnsafePointer(p)
+        precondition(source == nil || source!.count == unit.count)
         var outLength: Int32 = 0
         guard EVP_CipherInit_ex(ctx, nil, nil, nil, iv.assumingMemoryBound(to: UInt8.self), -1) == 1,
-              EVP_CipherUpdate(ctx, p, &outLength, p, Int32(unit.count)) == 1, Int(outLength) == unit.count else {
+              EVP_CipherUpdate(ctx, p, &outLength, input, Int32(unit.count)) == 1, Int(outLength) == unit.count else {
             throw CipherFailure(description: "OpenSSL \(encrypt ? "encryption" : "decryption") failed")
         }
     }
