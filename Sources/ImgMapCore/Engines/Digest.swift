@@ -2,8 +2,12 @@ import Crypto
 
 /// The hashes `compose --digest` computes while it writes (swift-crypto: BoringSSL's SHA-NI path).
 public enum DigestAlgorithm: String, Sendable, CaseIterable {
-    case sha256, sha512
+    /// SHA-256 (`sha256sum`'s digest).
+    case sha256
+    /// SHA-512 (`sha512sum`'s digest).
+    case sha512
 
+    /// A new incremental hash of this algorithm.
     public func hasher() -> Hasher { Hasher(algorithm: self) }
 
     /// An incremental hash of one algorithm.
@@ -22,6 +26,7 @@ public enum DigestAlgorithm: String, Sendable, CaseIterable {
             }
         }
 
+        /// Adds `bytes` to the hash.
         public mutating func update(_ bytes: UnsafeRawBufferPointer) {
             switch state {
             case .sha256(var h):

@@ -3,10 +3,14 @@
 /// unmapped; error extents count as data and read by the error policy). Each mapped block is read once
 /// through the sector map and hashed.
 public struct Manifest {
+    /// The mapped device described.
     public let map: SectorMap
+    /// What error extents read as when hashed: `.fail` stops at the first, `.zero` hashes zeros.
     public let onError: ErrorPolicy
+    /// Also leave unmapped the 4 KiB blocks of data that are all zeros (`--zeros-as-holes`).
     public let zerosAsHoles: Bool
 
+    /// A manifest of the device `map` describes; ``bmap(path:progress:)`` reads and hashes it.
     public init(map: SectorMap, onError: ErrorPolicy = .fail, zerosAsHoles: Bool = false) {
         self.map = map
         self.onError = onError

@@ -2,27 +2,34 @@
 import Glibc
 #endif
 
-// `verify --check-paths`: every path of a multipath segment is the same LUN seen through another port,
-// so every path must read the same bytes. Reads go to one path only (the first of the initial group,
-// as the kernel's selectors start), so a path that differs — a stale copy, an image of the wrong disk,
-// a truncated transfer — would go unnoticed until the selector switched to it. This reads each
-// multipath segment through all of its paths, compares each with the path reads use, and reports the
-// runs of sectors that differ with both path names.
-
+/// `verify --check-paths`: reads each multipath segment through all of its paths, compares each with
+/// the path reads use, and reports the runs of sectors that differ with both path names.
+///
+/// Every path of a multipath segment is the same LUN seen through another port, so every path must read
+/// the same bytes. Reads go to one path only (the first of the initial group, as the kernel's selectors
+/// start), so a path that differs — a stale copy, an image of the wrong disk, a truncated transfer —
+/// would go unnoticed until the selector switched to it.
 public struct PathCheck {
+    /// A run of sectors where one path reads differently from the path reads use.
     public struct Mismatch: Sendable, CustomStringConvertible {
+        /// The table file of the multipath segment.
         public var table: String
+        /// The segment's line in `table`.
         public var line: Int
         /// The path compared, as the table names it, and its place (group and path, 1-based).
         public var path: String
+        /// The path's priority group, 1-based.
         public var group: Int
+        /// The path's place in its group, 1-based.
         public var index: Int
         /// The path reads use.
         public var reference: String
         /// Sectors of the paths (the same LUN sector on every path) that differ, and where that is on
         /// the mapped device.
         public var pathSector: UInt64
+        /// Sectors in the run.
         public var count: UInt64
+        /// The run's first sector on the mapped device.
         public var deviceSector: UInt64
 
         public var description: String {
@@ -30,13 +37,20 @@ public struct PathCheck {
         }
     }
 
+    /// What the check found, complete once `run` returns.
     public struct Report: Sendable {
+        /// Multipath segments checked.
         public var segments = 0
+        /// Paths of those segments, the reference path included.
         public var paths = 0
+        /// Sectors of those segments (each compared on every path).
         public var sectors: UInt64 = 0
+        /// Differing runs reported.
         public var mismatches = 0
+        /// Sectors in those runs.
         public var differingSectors: UInt64 = 0
 
+        /// `paths agree: …` or `paths differ: …`, with the counts.
         public var summary: String {
             if segments == 0 { return "paths not checked: the table has no multipath segment" }
             return (mismatches == 0 ? "paths agree" : "paths differ")
@@ -49,11 +63,14 @@ public struct PathCheck {
     /// Sectors compared per read; bounded so memory stays small whatever the LUN's size.
     let window: UInt64
 
+    /// A check of the multipath segments of `top`'s table, reading `window` sectors (1 MiB) at a time.
     public init(top: MappedDevice, window: UInt64 = 2048) {
         self.top = top
         self.window = max(1, window)
     }
 
+    /// Reads every path and calls `report` for each differing run, in table order. Throws what a read
+    /// of a path throws (``IOFailure``).
     public func run(_ report: (Mismatch) throws -> Void) throws -> Report {
         var result = Report()
         let io = DeviceIO()

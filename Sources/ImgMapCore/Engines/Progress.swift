@@ -8,6 +8,7 @@ import Darwin
 public enum ProgressMode: String, Sendable, CaseIterable {
     /// A one-line display when stderr is a terminal; nothing in a pipe or file.
     case auto
+    /// No progress display.
     case never
     /// `{"done":N,"total":N,"elapsed":S,"rate":N,"command":"compose"}` lines (bytes, seconds, bytes per
     /// second; total null when unknown), for scripts.

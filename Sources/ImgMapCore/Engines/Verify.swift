@@ -8,12 +8,16 @@ import Darwin
 /// differs, merged, with where the expected bytes come from. Ranges that are zeros or holes on both
 /// sides (a zero extent or an image hole against a hole in the image) are known equal and not read.
 public struct Verify {
+    /// How verify reads and what it expects on error extents.
     public struct Options {
         /// `.zero` expects zeros on error extents; `.fail` reports them as unverifiable.
         public var onError: ErrorPolicy = .fail
+        /// Where to show bytes compared so far (nil: nowhere).
         public var progress: Progress?
+        /// Bytes read from each side per step (4 MiB); a whole number of sectors.
         public var bufferSize = 4 << 20
 
+        /// Options with the default buffer size.
         public init(onError: ErrorPolicy = .fail, progress: Progress? = nil) {
             self.onError = onError
             self.progress = progress
@@ -22,6 +26,7 @@ public struct Verify {
 
     /// A range of the device where the image is not what the table says.
     public struct Mismatch: Sendable, Equatable {
+        /// What is wrong with the range; the raw value is the word the report prints.
         public enum Kind: String, Sendable {
             /// The image's bytes differ.
             case differs
@@ -31,11 +36,15 @@ public struct Verify {
             case missing
         }
 
+        /// What is wrong with the range.
         public var kind: Kind
+        /// The device's sectors concerned, merged across reads (512-byte sectors of the mapped device).
         public var range: SectorRange
+        /// The table line (and device) the expected bytes come from, at the range's first sector.
         public var origin: Origin
         /// The image and sector the expected bytes come from (data extents).
         public var file: String?
+        /// The sector of `file` that the range's first sector comes from (nil without `file`).
         public var fileSector: UInt64?
 
         /// `sectors 2048+16 differ — table.txt:3 linear A (a.img) sector 7000`.
@@ -52,6 +61,8 @@ public struct Verify {
             return text
         }
 
+        /// The mismatch as one JSON object (`verify --json`): kind, start, length, table, line, target,
+        /// device, file, offset (the file sector), with null for what is unknown.
         public var json: String {
             var text = "{\"kind\":\"\(kind.rawValue)\",\"start\":\(range.start),\"length\":\(range.length),"
                 + "\"table\":\(jsonString(origin.table)),\"line\":\(origin.line),\"target\":\(jsonString(origin.target))"
@@ -62,14 +73,20 @@ public struct Verify {
         }
     }
 
+    /// What a verify run found, complete once `run` returns.
     public struct Report: Sendable {
+        /// The mapped device's size in bytes.
         public var deviceBytes: UInt64
+        /// Bytes the image holds (for a stream, as far as it was read: see `imageBytesAtLeast`).
         public var imageBytes: UInt64
+        /// Mismatches reported (merged ranges).
         public var ranges = 0
+        /// Sectors in those ranges.
         public var sectors: UInt64 = 0
         /// A stream is read to at most one byte past the device's end (an endless `/dev/zero` must not
         /// hang verify): when that byte came, `imageBytes` is device + 1 and only a lower bound.
         public var imageBytesAtLeast = false
+        /// No range differs and the image is exactly as long as the device.
         public var identical: Bool { ranges == 0 && deviceBytes == imageBytes }
 
         /// `identical: …`, or what differs.
@@ -87,14 +104,18 @@ public struct Verify {
             return "different: " + parts.joined(separator: "; ")
         }
 
+        /// The report as one JSON object (`verify --json`'s last line).
         public var json: String {
             "{\"identical\":\(identical),\"ranges\":\(ranges),\"sectors\":\(sectors),\"device_bytes\":\(deviceBytes),\"image_bytes\":\(imageBytes)" + (imageBytesAtLeast ? ",\"image_bytes_at_least\":true}" : "}")
         }
     }
 
+    /// The mapped device the image is compared with.
     public let map: SectorMap
+    /// How the comparison reads.
     public let options: Options
 
+    /// A comparison of images with the device `map` describes; ``run(image:isStream:report:)`` does it.
     public init(map: SectorMap, options: Options) {
         self.map = map
         self.options = options

@@ -7,8 +7,8 @@ import Darwin
 /// Finds a file's data and holes with SEEK_DATA/SEEK_HOLE, remembering the last data run and the hole
 /// before it, so a walk over many small nearby ranges (a striped set's chunks) costs one lseek pair per
 /// run, not per range (~1 µs each on ext4).
-public struct DataRuns {
-    public let file: ImageFile
+package struct DataRuns {
+    package let file: ImageFile
     /// The last run found: the hole [hole.lowerBound, data.lowerBound) then data [data).
     var hole: Range<UInt64> = 0..<0
     var data: Range<UInt64> = 0..<0
@@ -19,14 +19,14 @@ public struct DataRuns {
     /// use, and its missing tail must not pass for a hole of zeros.
     let expectedBytes: UInt64?
 
-    public init(file: ImageFile) {
+    package init(file: ImageFile) {
         self.file = file
         self.everythingIsData = false
         self.expectedBytes = nil
     }
 
     /// The runs of an image as a device sees it: a compressed image is all data.
-    public init(leaf: LeafFile) {
+    package init(leaf: LeafFile) {
         self.file = leaf.image
         self.everythingIsData = !leaf.backing.isRaw
         self.expectedBytes = leaf.size.bytes
@@ -35,7 +35,7 @@ public struct DataRuns {
     /// The first data run that ends after `pos`, cut to start no earlier than `pos`; nil when only a
     /// hole follows. On a filesystem without hole reporting, everything is data. Throws when the file
     /// has become shorter than its device.
-    public mutating func nextData(from pos: UInt64) throws(IOFailure) -> Range<UInt64>? {
+    package mutating func nextData(from pos: UInt64) throws(IOFailure) -> Range<UInt64>? {
         if everythingIsData { return pos..<UInt64.max }
         if data.contains(pos) { return pos..<data.upperBound }
         if pos >= hole.lowerBound && pos < data.lowerBound {
@@ -58,13 +58,13 @@ public struct DataRuns {
     }
 
     /// Whether [range) lies wholly in a hole.
-    public mutating func isHole(_ range: Range<UInt64>) throws(IOFailure) -> Bool {
+    package mutating func isHole(_ range: Range<UInt64>) throws(IOFailure) -> Bool {
         guard let next = try nextData(from: range.lowerBound) else { return true }
         return next.lowerBound >= range.upperBound
     }
 
     /// Where the current run (data or hole) that holds `pos` ends.
-    public mutating func runEnd(from pos: UInt64) throws(IOFailure) -> UInt64 {
+    package mutating func runEnd(from pos: UInt64) throws(IOFailure) -> UInt64 {
         guard let next = try nextData(from: pos) else { return UInt64.max }
         return next.lowerBound > pos ? next.lowerBound : next.upperBound
     }

@@ -8,8 +8,11 @@ import CSupport
 /// An open file or block device read and written by absolute offset. The only place that calls
 /// pread/pwrite: it retries on EINTR and short transfers, and turns errno into `IOFailure` with the path.
 public final class ImageFile: @unchecked Sendable {
+    /// The path as the user named it, for messages.
     public let path: String
+    /// The open descriptor; the file owns it and closes it.
     public let fd: Int32
+    /// Opened for reading and writing.
     public let writable: Bool
     /// Set by `close()`; the descriptor is closed on deinit otherwise.
     private var closed = false

@@ -16,6 +16,7 @@ import Synchronization
 /// `.imgmap.tmp-PID-N` in its directory. `-` is standard output; an existing character device,
 /// FIFO or block device is written in place.
 public final class OutputFile {
+    /// How OUT is written, chosen by what OUT is when it is opened.
     public enum Kind: Sendable {
         /// A new or replaced regular file, through a temporary beside it.
         case regularFile
@@ -25,8 +26,11 @@ public final class OutputFile {
         case blockDevice
     }
 
+    /// OUT as the user named it (`-` for standard output).
     public let path: String
+    /// How OUT is being written.
     public let kind: Kind
+    /// The file written now: the temporary for a regular file, OUT itself otherwise.
     public let file: ImageFile
     /// The temporary's name: from the start, or (unnamed) only once `commit()` links it.
     private(set) var temporaryPath: String?

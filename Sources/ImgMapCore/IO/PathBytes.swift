@@ -85,30 +85,30 @@ public enum PathBytes {
 }
 
 /// System calls on paths that are bytes (``PathBytes``).
-public enum PathCalls {
-    public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
+package enum PathCalls {
+    package static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
         PathBytes.withCString(path) { Glibc.open($0, flags, mode) }
     }
 
-    public static func stat(_ path: String, _ st: inout Glibc.stat) -> Int32 {
+    package static func stat(_ path: String, _ st: inout Glibc.stat) -> Int32 {
         PathBytes.withCString(path) { systemStat($0, &st) }
     }
 
     @discardableResult
-    public static func unlink(_ path: String) -> Int32 {
+    package static func unlink(_ path: String) -> Int32 {
         PathBytes.withCString(path) { Glibc.unlink($0) }
     }
 
-    public static func rename(_ from: String, _ to: String) -> Int32 {
+    package static func rename(_ from: String, _ to: String) -> Int32 {
         PathBytes.withCString(from) { f in PathBytes.withCString(to) { Glibc.rename(f, $0) } }
     }
 
-    public static func access(_ path: String, _ mode: Int32) -> Int32 {
+    package static func access(_ path: String, _ mode: Int32) -> Int32 {
         PathBytes.withCString(path) { Glibc.access($0, mode) }
     }
 
     /// realpath(3) of `path`, or nil.
-    public static func realpath(_ path: String) -> String? {
+    package static func realpath(_ path: String) -> String? {
         PathBytes.withCString(path) { c in
             guard let resolved = Glibc.realpath(c, nil) else { return nil }
             defer { free(resolved) }

@@ -4,55 +4,55 @@
 /// - 1.x: little-endian, 256 bytes plus a 16-bit role per device; 1.0 at 8 KiB from the end (4 KiB
 ///   aligned), 1.1 at sector 0, 1.2 at 4 KiB; sizes and offsets in sectors.
 /// Both carry a checksum that is checked.
-public struct MDSuperblock: Sendable {
-    public enum Role: Equatable, Sendable {
+package struct MDSuperblock: Sendable {
+    package enum Role: Equatable, Sendable {
         case active(Int)
         case spare
         case faulty
         case journal
     }
 
-    public static let magic: UInt32 = 0xa92b4efc
+    package static let magic: UInt32 = 0xa92b4efc
     /// The kernel's MaxSector: "fully recovered / in sync".
     static let maxSector = UInt64.max
 
-    public var version: String
+    package var version: String
     /// `little` or `big` (0.90 only; 1.x is always little-endian).
-    public var byteOrder: String = "little"
-    public var uuid: String
+    package var byteOrder: String = "little"
+    package var uuid: String
     /// 1.x: `homehost:name` as stored; empty for 0.90.
-    public var name: String
-    public var level: Int
-    public var layout: UInt32
-    public var chunkSectors: UInt64
-    public var raidDisks: Int
+    package var name: String
+    package var level: Int
+    package var layout: UInt32
+    package var chunkSectors: UInt64
+    package var raidDisks: Int
     /// Sectors of each member the array uses (raid1/4/5/6/10).
-    public var componentSectors: UInt64
-    public var dataOffset: UInt64
+    package var componentSectors: UInt64
+    package var dataOffset: UInt64
     /// Sectors of data space on this member (the kernel's rdev->sectors).
-    public var dataSectors: UInt64
+    package var dataSectors: UInt64
     /// Where the superblock is, in sectors.
-    public var superOffset: UInt64
-    public var events: UInt64
+    package var superOffset: UInt64
+    package var events: UInt64
     /// This member's slot in the role table.
-    public var deviceNumber: Int
+    package var deviceNumber: Int
     /// Role of each slot, as this superblock records it.
-    public var roles: [Role]
-    public var featureMap: UInt32 = 0
+    package var roles: [Role]
+    package var featureMap: UInt32 = 0
     /// Sectors of this member already rebuilt (1.x with the recovery-offset feature), else nil.
-    public var recoveryOffset: UInt64?
+    package var recoveryOffset: UInt64?
     /// The array's resync checkpoint: `maxSector` when clean and in sync.
-    public var resyncOffset: UInt64
-    public var reshapeActive: Bool
-    public var deviceUUID: String?
+    package var resyncOffset: UInt64
+    package var reshapeActive: Bool
+    package var deviceUUID: String?
     /// 0.90: the preferred minor (`md<N>`).
-    public var preferredMinor: Int?
+    package var preferredMinor: Int?
     /// 1.x RAID0: the layout is recorded (MD_FEATURE_RAID0_LAYOUT).
-    public var raid0LayoutRecorded = false
+    package var raid0LayoutRecorded = false
 
-    public var role: Role { deviceNumber < roles.count ? roles[deviceNumber] : .spare }
+    package var role: Role { deviceNumber < roles.count ? roles[deviceNumber] : .spare }
 
-    public var levelName: String {
+    package var levelName: String {
         switch level {
         case -1: "linear"
         case 0, 1, 4, 5, 6, 10: "raid\(level)"
@@ -63,7 +63,7 @@ public struct MDSuperblock: Sendable {
     }
 
     /// The name mdadm assembles the array as: the array name without `homehost:`, else `md<minor>`.
-    public var arrayName: String? {
+    package var arrayName: String? {
         let short = name.split(separator: ":", maxSplits: 1).last.map(String.init) ?? ""
         return short.isEmpty ? nil : short
     }

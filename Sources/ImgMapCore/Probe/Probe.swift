@@ -10,12 +10,14 @@ import Darwin
 /// image paths as given and whose other devices are the dump's own names. Opens every image
 /// read-only and reads metadata sectors only.
 public final class Prober {
+    /// How probe reads the disks.
     public struct Options: Sendable {
         /// Logical sector size of the disks; nil: 512, or 4096 when a GPT is found there.
         public var sectorSize: Int?
         /// Activate VGs with missing PVs too, their areas on those PVs as `error` segments
         /// (`lvm --activationmode partial`).
         public var partial: Bool
+        /// Options as `probe` has them without flags: the sector size found, complete VGs only.
         public init(sectorSize: Int? = nil, partial: Bool = false) {
             self.sectorSize = sectorSize
             self.partial = partial
@@ -45,6 +47,7 @@ public final class Prober {
     var mdReports: [JSONValue] = []
     var vgReports: [JSONValue] = []
 
+    /// A probe of `images` (paths); nothing is opened until ``run()``.
     public init(images: [String], options: Options = Options()) {
         self.images = images
         self.options = options
@@ -241,21 +244,31 @@ public final class Prober {
 
 /// One device of the dump and its table lines.
 public struct ProbeDevice: Sendable, Equatable {
+    /// The device's name in the dump (`disk1p2`, `md0`, `vg-lv`), as `dmsetup create` would name it.
     public var name: String
+    /// Its table, in order of `start`.
     public var lines: [ProbeLine]
 }
 
 /// `<start> <length> <target> <args…>` in 512-byte sectors.
 public struct ProbeLine: Sendable, Equatable {
+    /// First sector of the segment in its device's table.
     public var start: UInt64
+    /// Sectors in the segment.
     public var length: UInt64
+    /// The target type (`linear`, `raid`, `striped`, `error` …).
     public var target: String
+    /// The target's arguments; devices are image paths or dump device names.
     public var arguments: [String]
+    /// The line as a table holds it.
     public var text: String { ([String(start), String(length), target] + arguments).joined(separator: " ") }
 }
 
+/// What ``Prober/run()`` found: the dump's devices, the report, and what could not be used.
 public struct ProbeResult: Sendable {
+    /// The dump's devices, lower devices first (an LV after the array it lies on).
     public var devices: [ProbeDevice]
+    /// The `probe --json` report: each image and what was found on it, layer by layer.
     public var report: JSONValue
     /// Metadata that could not be used (corrupt, looping, conflicting): each names its place.
     public var problems: [String]

@@ -1,12 +1,19 @@
 /// A JSON value for `probe --json`, objects keeping their key order so the report reads top-down
 /// and diffs stay small.
 public indirect enum JSONValue: Equatable, Sendable {
+    /// An object: its members in the order they are written.
     case object([(String, JSONValue)])
+    /// An array.
     case array([JSONValue])
+    /// A string, escaped when written.
     case string(String)
+    /// A signed integer (JSON numbers in the report are all integers).
     case number(Int64)
+    /// An unsigned integer too large for `number` (sector counts, byte offsets, event counters).
     case unsigned(UInt64)
+    /// `true` or `false`.
     case bool(Bool)
+    /// `null`.
     case null
 
     public static func == (a: JSONValue, b: JSONValue) -> Bool { a.text() == b.text() }

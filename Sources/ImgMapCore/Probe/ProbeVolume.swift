@@ -19,7 +19,9 @@ public final class ProbeVolume: @unchecked Sendable {
         case near(near: Int, chunk: UInt64, [(ProbeVolume, UInt64)?])
     }
 
+    /// How tables refer to the volume: the image path as given, or the dump's device name.
     public let name: String
+    /// The volume's size in bytes.
     public let size: UInt64
     let layout: Layout
     /// Bytes read from images through this volume and every volume built on it (shared counter).
@@ -134,8 +136,11 @@ final class ReadCounter: @unchecked Sendable {
 
 /// A problem found in the metadata: where (image, structure, byte or sector range) and what.
 public struct ProbeProblem: Error, CustomStringConvertible, Sendable {
+    /// Where: the image or device, the structure, and the byte or sector range (`disk.img: GPT`).
     public var place: String
+    /// What is wrong there.
     public var message: String
+    /// A problem at `place`; the text is `place: message`.
     public init(place: String, message: String) {
         self.place = place
         self.message = message

@@ -2,7 +2,7 @@
 // types. A "row" is one stripe: chunk `r` of every member. Array chunk x lies in row x / k (k data
 // members per row) as data index x % k; the layout says which member holds each data index, P and Q.
 
-public enum ParityAlgorithm: Sendable {
+package enum ParityAlgorithm: Sendable {
     case leftAsymmetric, rightAsymmetric, leftSymmetric, rightSymmetric, parity0, parityN
     case zeroRestart, nRestart, nContinue, parityN6
     case leftAsymmetric6, rightAsymmetric6, leftSymmetric6, rightSymmetric6
@@ -12,9 +12,9 @@ public enum ParityAlgorithm: Sendable {
     case leftAsymmetricPQ, rightAsymmetricPQ, leftSymmetricPQ, rightSymmetricPQ, parity0PQ, parity0Q6
 }
 
-public enum Raid10Format: String, Sendable { case near, far, offset }
+package enum Raid10Format: String, Sendable { case near, far, offset }
 
-public enum RaidLevel: Sendable {
+package enum RaidLevel: Sendable {
     case raid0
     case raid1
     case raid10(Raid10Format, copies: Int)

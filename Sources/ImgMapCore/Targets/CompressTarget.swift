@@ -1,12 +1,17 @@
-// compress <bgzf-image> <offset>
-//
-// Like linear, over the uncompressed content of a BGZF image (SAMv1 §4.1: gzip members of at most 64 KiB
-// input with a `BC` extra field, as `bgzip` and `imgmap compress` write them): the segment maps onto
-// sector `offset` of that content onwards. There is no such target in the kernel; imgmap defines it so
-// that images can stay compressed and still be composed, mapped and verified. Random access uses
-// IMAGE.gzi beside the image when present, else an index built by walking the member headers.
-// Read-only: scatter refuses to write through it.
-
+/// The `compress` target: a linear mapping over the uncompressed content of a BGZF image (imgmap's own; the kernel has none).
+///
+/// Like linear, over the uncompressed content of a BGZF image (SAMv1 §4.1: gzip members of at most 64 KiB
+/// input with a `BC` extra field, as `bgzip` and `imgmap compress` write them): the segment maps onto
+/// sector `offset` of that content onwards. There is no such target in the kernel; imgmap defines it so
+/// that images can stay compressed and still be composed, mapped and verified. Random access uses
+/// IMAGE.gzi beside the image when present, else an index built by walking the member headers.
+/// Read-only: scatter refuses to write through it.
+///
+/// Table arguments:
+///
+/// ```
+/// compress <bgzf-image> <offset>
+/// ```
 public struct CompressTarget: Target {
     public static let name = "compress"
 

@@ -1,7 +1,11 @@
-// error [ignored arguments…]
-//
-// Every read and write fails with EIO (dm-target.c, io_err_map). Linux 6.1 ignores any arguments.
-
+/// The `error` target: every read and write of the segment fails with EIO (dm-target.c, io_err_map).
+/// Linux 6.1 ignores any arguments.
+///
+/// Table arguments:
+///
+/// ```
+/// error [ignored arguments…]
+/// ```
 public struct ErrorTarget: Target {
     public static let name = "error"
 

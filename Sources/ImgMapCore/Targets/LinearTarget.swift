@@ -1,14 +1,19 @@
-// linear <device> <offset>
-//
-// Maps the segment onto `device` from sector `offset` (dm-linear.c). The offset is plain decimal digits,
-// as the kernel's `sscanf("%llu%c")` reads it: `05` is fine, `+5`, `-1` and `0x10` are not.
-
+/// The `linear` target: the segment maps onto one device from a start sector.
+///
+/// Maps the segment onto `device` from sector `offset` (dm-linear.c). The offset is plain decimal digits,
+/// as the kernel's `sscanf("%llu%c")` reads it: `05` is fine, `+5`, `-1` and `0x10` are not.
+///
+/// Table arguments:
+///
+/// ```
+/// linear <device> <offset>
+/// ```
 public struct LinearTarget: Target {
     public static let name = "linear"
 
-    public let device: Device
-    public let token: String
-    public let offset: UInt64
+    package let device: Device
+    package let token: String
+    package let offset: UInt64
     let length: UInt64
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {

@@ -1,21 +1,26 @@
-// mirror <log_type> <#log_args> <log_args…> <#mirrors> (<dev> <offset>){#mirrors} [<#features> <features…>]
-//
-// The legacy dm-mirror (drivers/md/dm-raid1.c, dm-log.c, Linux 6.1). Logs: `core <region_size>
-// [[no]sync]` and `disk <log_dev> <region_size> [[no]sync]`; a region size must be a power of two from 2
-// to the target length. Reads come from the default mirror (the first leg), as the kernel reads
-// them whatever the legs hold; writes go to every leg. The log is not written offline: a disk log
-// keeps the state it had, which the kernel would at worst answer with a resync of equal legs.
-
+/// The `mirror` target (legacy dm-mirror): reads come from the first leg, writes go to every leg.
+///
+/// The legacy dm-mirror (drivers/md/dm-raid1.c, dm-log.c, Linux 6.1). Logs: `core <region_size>
+/// [[no]sync]` and `disk <log_dev> <region_size> [[no]sync]`; a region size must be a power of two from 2
+/// to the target length. Reads come from the default mirror (the first leg), as the kernel reads
+/// them whatever the legs hold; writes go to every leg. The log is not written offline: a disk log
+/// keeps the state it had, which the kernel would at worst answer with a resync of equal legs.
+///
+/// Table arguments:
+///
+/// ```
+/// mirror <log_type> <#log_args> <log_args…> <#mirrors> (<dev> <offset>){#mirrors} [<#features> <features…>]
+/// ```
 public struct MirrorTarget: Target {
     public static let name = "mirror"
 
-    public struct Leg: Sendable {
-        public let device: Device
-        public let token: String
-        public let offset: UInt64
+    package struct Leg: Sendable {
+        package let device: Device
+        package let token: String
+        package let offset: UInt64
     }
 
-    public let legs: [Leg]
+    package let legs: [Leg]
     let logArguments: [String]
     let features: [String]
     let length: UInt64

@@ -1,28 +1,33 @@
-// multipath <#features> <features…> <#hw_handler_args> <hw_handler…> <#priority_groups> <initial_group>
-//           (<selector> <#selector_args> <selector_args…> <#paths> <#path_args> (<path> <path_args…>){#paths}){#priority_groups}
-//
-// dm-mpath.c (Linux 6.1): every path is the same LUN, so reads and writes go to one path: the first
-// path of the initial priority group, the one the kernel's selectors start with. Selectors:
-// round-robin and queue-length (at most one path argument, a repeat count shown as 1), service-time
-// (repeat count, relative throughput 0..100).
-
+/// The `multipath` target: every path reaches the same LUN, and I/O goes to the first path of the initial priority group.
+///
+/// dm-mpath.c (Linux 6.1): every path is the same LUN, so reads and writes go to one path: the first
+/// path of the initial priority group, the one the kernel's selectors start with. Selectors:
+/// round-robin and queue-length (at most one path argument, a repeat count shown as 1), service-time
+/// (repeat count, relative throughput 0..100).
+///
+/// Table arguments:
+///
+/// ```
+/// multipath <#features> <features…> <#hw_handler_args> <hw_handler…> <#priority_groups> <initial_group>
+///           (<selector> <#selector_args> <selector_args…> <#paths> <#path_args> (<path> <path_args…>){#paths}){#priority_groups}
+/// ```
 public struct MultipathTarget: Target {
     public static let name = "multipath"
 
-    public struct Path: Sendable {
-        public let device: Device
-        public let token: String
-        public let arguments: [String]
+    package struct Path: Sendable {
+        package let device: Device
+        package let token: String
+        package let arguments: [String]
     }
 
-    public struct Group: Sendable {
-        public let selector: String
-        public let selectorArguments: [String]
-        public let paths: [Path]
+    package struct Group: Sendable {
+        package let selector: String
+        package let selectorArguments: [String]
+        package let paths: [Path]
     }
 
-    public let groups: [Group]
-    public let initialGroup: Int
+    package let groups: [Group]
+    package let initialGroup: Int
     let features: [String]
     let handler: [String]
     let length: UInt64

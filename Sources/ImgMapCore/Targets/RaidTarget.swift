@@ -1,22 +1,27 @@
-// raid <raid_type> <#raid_params> <chunk_size> [optional params…] <#raid_devs> (<meta_dev> <data_dev>){#raid_devs}
-//
-// dm-raid (drivers/md/dm-raid.c, Linux 6.1) over md's raid0/1/10/4/5/6. The constructor runs the
-// kernel's checks in its order: raid_ctr (type, #raid_params, #raid_devs), parse_raid_params (chunk,
-// then each optional parameter, then the combinations, region size, raid10 layout, the flags the
-// type allows), parse_dev_params (`-` for an absent member), the sizes, the metadata superblocks, and
-// last md_run (too many members missing: "Failed to run raid array").
-//
-// Mapping: raid0 data chunks go straight to the members. Every other level returns computed pieces
-// (RaidSource): a healthy data chunk reads with one pread of its member, a missing member's chunk is
-// rebuilt from the rest of its row, and writes update every copy (raid1/10) or data and parity
-// (raid4/5/6) as md does.
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
+/// The `raid` target (dm-raid): md's raid0/1/10/4/5/6 over member devices, a missing member's data rebuilt from the others.
+///
+/// dm-raid (drivers/md/dm-raid.c, Linux 6.1) over md's raid0/1/10/4/5/6. The constructor runs the
+/// kernel's checks in its order: raid_ctr (type, #raid_params, #raid_devs), parse_raid_params (chunk,
+/// then each optional parameter, then the combinations, region size, raid10 layout, the flags the
+/// type allows), parse_dev_params (`-` for an absent member), the sizes, the metadata superblocks, and
+/// last md_run (too many members missing: "Failed to run raid array").
+///
+/// Table arguments:
+///
+/// ```
+/// raid <raid_type> <#raid_params> <chunk_size> [optional params…] <#raid_devs> (<meta_dev> <data_dev>){#raid_devs}
+/// ```
+///
+/// Mapping: raid0 data chunks go straight to the members. Every other level returns computed pieces
+/// (RaidSource): a healthy data chunk reads with one pread of its member, a missing member's chunk is
+/// rebuilt from the rest of its row, and writes update every copy (raid1/10) or data and parity
+/// (raid4/5/6) as md does.
 public struct RaidTarget: Target {
     public static let name = "raid"
 
@@ -64,7 +69,7 @@ public struct RaidTarget: Target {
         case data_offset, raid10_use_near_sets, journal_dev, journal_mode
     }
 
-    public let typeName: String
+    package let typeName: String
     let geometry: RaidGeometry
     let members: [Member]
     /// Members whose data cannot be read (`-`, marked failed or rebuilding).

@@ -1,15 +1,20 @@
-// snapshot-origin <origin>
-//
-// The origin of snapshots (dm-snap.c `origin_ctr`): reads pass to the origin device unchanged, by the
-// absolute sector of the mapped device (origin_map never subtracts the segment start); the device check
-// covers sectors 0..<length, as origin_iterate_devices asks. A write first copies each old chunk into
-// the COW of every snapshot of this origin in the same set of tables (Formats/Snapshot/SnapshotState).
-
+/// The `snapshot-origin` target: reads pass to the origin; a write first copies the old chunks into every snapshot's COW.
+///
+/// The origin of snapshots (dm-snap.c `origin_ctr`): reads pass to the origin device unchanged, by the
+/// absolute sector of the mapped device (origin_map never subtracts the segment start); the device check
+/// covers sectors 0..<length, as origin_iterate_devices asks. A write first copies each old chunk into
+/// the COW of every snapshot of this origin in the same set of tables (Formats/Snapshot/SnapshotState).
+///
+/// Table arguments:
+///
+/// ```
+/// snapshot-origin <origin>
+/// ```
 public struct SnapshotOriginTarget: Target {
     public static let name = "snapshot-origin"
 
-    public let origin: Device
-    public let token: String
+    package let origin: Device
+    package let token: String
     let start: UInt64
     let length: UInt64
     /// Where to find the snapshots of this origin when writing.

@@ -1,42 +1,47 @@
-// snapshot <origin> <COW> <P|PO|N> <chunk_sectors> [<#features> <feature>…]
-// snapshot-merge <origin> <COW> <P|PO> <chunk_sectors> [<#features> <feature>…]
-//
-// A snapshot of `origin` (dm-snap.c): chunks with an exception in the COW device read from their copy
-// there, the others from the origin. The persistent store (P, PO) keeps its exceptions on the COW
-// (Formats/Snapshot/ExceptionStore.swift) and is read here, in the constructor, as the kernel does; the
-// transient store (N) starts empty whatever the COW holds. An invalidated snapshot fails every read
-// (EIO); an invalidated merging snapshot reads the origin. snapshot-merge reads like the snapshot it
-// merges: what the origin becomes once the merge is done.
-//
-// dm-snap maps by the absolute sector of the mapped device (snapshot_map never subtracts the segment
-// start), so a segment at sector S reads origin sector S onwards; the device check covers the origin's
-// sectors 0..<length, as snapshot_iterate_devices asks. Reads past the origin's end fail (EIO).
-//
-// Constructor checks, in the kernel's order: at least 4 arguments, the feature group, the origin, the
-// COW (not the origin itself), the store type and chunk size ("Couldn't create exception store"), then
-// the metadata ("Failed to read snapshot metadata").
-
+/// The `snapshot` target: a point-in-time view of an origin device, the chunks changed since kept in a COW device.
+///
+/// A snapshot of `origin` (dm-snap.c): chunks with an exception in the COW device read from their copy
+/// there, the others from the origin. The persistent store (P, PO) keeps its exceptions on the COW
+/// (Formats/Snapshot/ExceptionStore.swift) and is read here, in the constructor, as the kernel does; the
+/// transient store (N) starts empty whatever the COW holds. An invalidated snapshot fails every read
+/// (EIO); an invalidated merging snapshot reads the origin. snapshot-merge reads like the snapshot it
+/// merges: what the origin becomes once the merge is done.
+///
+/// Table arguments:
+///
+/// ```
+/// snapshot <origin> <COW> <P|PO|N> <chunk_sectors> [<#features> <feature>…]
+/// snapshot-merge <origin> <COW> <P|PO> <chunk_sectors> [<#features> <feature>…]
+/// ```
+///
+/// dm-snap maps by the absolute sector of the mapped device (snapshot_map never subtracts the segment
+/// start), so a segment at sector S reads origin sector S onwards; the device check covers the origin's
+/// sectors 0..<length, as snapshot_iterate_devices asks. Reads past the origin's end fail (EIO).
+///
+/// Constructor checks, in the kernel's order: at least 4 arguments, the feature group, the origin, the
+/// COW (not the origin itself), the store type and chunk size ("Couldn't create exception store"), then
+/// the metadata ("Failed to read snapshot metadata").
 public struct SnapshotTarget: Target {
     public static let name = "snapshot"
 
-    public enum StoreType: String, Sendable {
+    package enum StoreType: String, Sendable {
         case persistent = "P", persistentOverflow = "PO", transient = "N"
-        public var isPersistent: Bool { self != .transient }
+        package var isPersistent: Bool { self != .transient }
     }
 
-    public let origin: Device
-    public let originToken: String
-    public let cow: Device
-    public let cowToken: String
-    public let storeType: StoreType
+    package let origin: Device
+    package let originToken: String
+    package let cow: Device
+    package let cowToken: String
+    package let storeType: StoreType
     /// Sectors per chunk, after the COW header's say.
-    public let chunkSize: UInt64
-    public let features: [String]
+    package let chunkSize: UInt64
+    package let features: [String]
     /// nil for a transient store, and for a persistent one whose COW could not be read (`check` without
     /// `--dev`).
-    public let store: PersistentSnapshotStore?
+    package let store: PersistentSnapshotStore?
     /// The exceptions, shared with the write path (which adds to them) and with snapshot-origin.
-    public let state: SnapshotState
+    package let state: SnapshotState
     /// The segment's first sector: the origin and COW are addressed by the absolute sector.
     let start: UInt64
     let length: UInt64
@@ -215,7 +220,7 @@ public struct SnapshotTarget: Target {
 public struct SnapshotMergeTarget: Target {
     public static let name = "snapshot-merge"
 
-    public let snapshot: SnapshotTarget
+    package let snapshot: SnapshotTarget
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {
         snapshot = try SnapshotTarget(arguments: arguments, length: length, context: context, merging: true)

@@ -1,22 +1,27 @@
-// striped <#stripes> <chunk_sectors> (<device> <offset>){#stripes}
-//
-// Spreads the segment over the stripes in chunks (dm-stripe.c): chunk c of the segment goes to stripe
-// c mod #stripes, at chunk c div #stripes of that stripe's area. Any chunk size ≥ 1 is valid, power of
-// two or not. The constructor's checks, in the kernel's order: argument count, stripe count, chunk size,
-// length divisible by the stripe count, then by the chunk size, then exactly 2 + 2 × #stripes arguments,
-// then each destination.
-
+/// The `striped` target: the segment spread over several devices in chunks of a fixed number of sectors.
+///
+/// Spreads the segment over the stripes in chunks (dm-stripe.c): chunk c of the segment goes to stripe
+/// c mod #stripes, at chunk c div #stripes of that stripe's area. Any chunk size ≥ 1 is valid, power of
+/// two or not. The constructor's checks, in the kernel's order: argument count, stripe count, chunk size,
+/// length divisible by the stripe count, then by the chunk size, then exactly 2 + 2 × #stripes arguments,
+/// then each destination.
+///
+/// Table arguments:
+///
+/// ```
+/// striped <#stripes> <chunk_sectors> (<device> <offset>){#stripes}
+/// ```
 public struct StripedTarget: Target {
     public static let name = "striped"
 
-    public struct Stripe: Sendable {
-        public let device: Device
-        public let token: String
-        public let offset: UInt64
+    package struct Stripe: Sendable {
+        package let device: Device
+        package let token: String
+        package let offset: UInt64
     }
 
-    public let stripes: [Stripe]
-    public let chunk: UInt64
+    package let stripes: [Stripe]
+    package let chunk: UInt64
     /// Sectors each stripe holds: length / #stripes.
     let width: UInt64
 

@@ -49,7 +49,8 @@ extension Target {
 public struct WriteIO {
     let writers: [ObjectIdentifier: ImageFile]
 
-    public init(writers: [ObjectIdentifier: ImageFile]) {
+    /// Scatter builds it from the images it opened for writing, by device identity.
+    package init(writers: [ObjectIdentifier: ImageFile]) {
         self.writers = writers
     }
 
@@ -65,6 +66,7 @@ public struct WriteIO {
 }
 
 extension Target {
+    /// The target type's table name (``Target/name``), for code that holds a target value.
     public var name: String { Self.name }
 
     /// The device areas as an array (for tests and small tables).
@@ -77,12 +79,16 @@ extension Target {
 
 /// A range of a device a target uses.
 public struct DeviceArea: Sendable {
+    /// The device the area lies on.
     public var device: Device
     /// The device as the table spells it.
     public var token: String
+    /// First sector of the area on `device` (512-byte sectors, absolute on the device).
     public var start: UInt64
+    /// Sectors in the area; the loader refuses the table when `start + length` passes the device's end.
     public var length: UInt64
 
+    /// An area of `length` sectors of `device` from sector `start`; `token` is how the table named it.
     public init(device: Device, token: String, start: UInt64, length: UInt64) {
         self.device = device
         self.token = token
@@ -118,8 +124,11 @@ public struct TargetContext {
     public internal(set) var start: Sector = .zero
     /// The snapshots of each origin in this set of tables, shared by every table the loader builds
     /// (snapshot-origin writes copy into each of them).
-    public internal(set) var snapshots = SnapshotRegistry()
+    package internal(set) var snapshots = SnapshotRegistry()
 
+    /// A context that resolves tokens with `lookup` (and BGZF image tokens with `compressed`, which by
+    /// default refuses every token with "Device lookup failed"). The table loader builds the real one;
+    /// build your own to construct a target in a test without tables.
     public init(lookup: @escaping (String) throws(TargetError) -> Device,
                 compressed: @escaping (String) throws(TargetError) -> Device = { token throws(TargetError) in
                     throw TargetError("Device lookup failed", detail: "\(token): no compressed images here")

@@ -1,23 +1,3 @@
-// verity <version> <data_dev> <hash_dev> <data_block_size> <hash_block_size> <num_data_blocks>
-//        <hash_start_block> <algorithm> <root_digest> <salt|-> [<#opt_params> <opt_params>...]
-//
-// dm-verity (drivers/md/dm-verity-target.c, Linux 6.1): the data device read through a hash tree on the
-// hash device. Each data block is returned only when its digest, and the digests of every hash block
-// above it up to the root digest, check out; otherwise the read fails with EIO, in whole data blocks
-// (the device's logical block size is the data block size). Version 1 hashes salt ‖ block, version 0
-// block ‖ salt. The target is read-only: the kernel refuses a writable table (`Device must be
-// readonly`) and fails every write, so scatter refuses before writing anything.
-//
-// options   ignore_corruption (corrupt blocks read as they are), restart_on_corruption and
-//           panic_on_corruption (a corrupt block stops the run: the kernel would reboot or panic),
-//           ignore_zero_blocks, check_at_most_once, try_verify_in_tasklet. FEC (use_fec_from_device
-//           fec_roots fec_blocks fec_start) and root_hash_sig_key_desc are parsed as the kernel parses
-//           them, then refused: imgmap implements neither Reed-Solomon correction nor the keyring.
-//
-// Checks run in verity_ctr's order: argument count, the optional parameters' count (a first pass),
-// version, devices, block sizes, data blocks, segment length, hash start, algorithm, digest size, root
-// digest, salt, the optional parameters, the tree's levels and offsets, the hash device's size.
-
 import Dispatch
 import Synchronization
 
@@ -27,15 +7,47 @@ import Glibc
 import Darwin
 #endif
 
+/// The `verity` target (dm-verity): a read-only data device whose blocks are checked against a hash tree before they are returned.
+///
+/// dm-verity (drivers/md/dm-verity-target.c, Linux 6.1): the data device read through a hash tree on the
+/// hash device. Each data block is returned only when its digest, and the digests of every hash block
+/// above it up to the root digest, check out; otherwise the read fails with EIO, in whole data blocks
+/// (the device's logical block size is the data block size). Version 1 hashes salt ‖ block, version 0
+/// block ‖ salt. The target is read-only: the kernel refuses a writable table (`Device must be
+/// readonly`) and fails every write, so scatter refuses before writing anything.
+///
+/// Table arguments:
+///
+/// ```
+/// verity <version> <data_dev> <hash_dev> <data_block_size> <hash_block_size> <num_data_blocks>
+///        <hash_start_block> <algorithm> <root_digest> <salt|-> [<#opt_params> <opt_params>...]
+/// ```
+///
+/// options   ignore_corruption (corrupt blocks read as they are), restart_on_corruption and
+///           panic_on_corruption (a corrupt block stops the run: the kernel would reboot or panic),
+///           ignore_zero_blocks, check_at_most_once, try_verify_in_tasklet. FEC (use_fec_from_device
+///           fec_roots fec_blocks fec_start) and root_hash_sig_key_desc are parsed as the kernel parses
+///           them, then refused: imgmap implements neither Reed-Solomon correction nor the keyring.
+///
+/// Checks run in verity_ctr's order: argument count, the optional parameters' count (a first pass),
+/// version, devices, block sizes, data blocks, segment length, hash start, algorithm, digest size, root
+/// digest, salt, the optional parameters, the tree's levels and offsets, the hash device's size.
 public struct VerityTarget: Target {
     public static let name = "verity"
 
-    public let source: VeritySource
+    package let source: VeritySource
     let options: Options
 
     /// What happens when a block does not match (the kernel's `enum verity_mode`).
     public enum Mode: Sendable, Equatable {
-        case eio, logging, restart, panic
+        /// The default: a corrupt block's read fails with EIO.
+        case eio
+        /// `ignore_corruption`: a corrupt block reads as it is, and is reported.
+        case logging
+        /// `restart_on_corruption`: the kernel would reboot, so the run stops with ``VerityCorruption``.
+        case restart
+        /// `panic_on_corruption`: the kernel would panic, so the run stops with ``VerityCorruption``.
+        case panic
 
         var option: String? {
             switch self {
@@ -320,8 +332,11 @@ extension Device {
 /// A verity restart_on_corruption or panic_on_corruption device met a corrupt block: the kernel would
 /// have rebooted or panicked, so the read never returns.
 public struct VerityCorruption: ImgMapFailure {
+    /// The corrupt block: the data device's token, then `data block N` or `metadata block N` (a hash block).
     public var what: String
+    /// The table's corruption mode: ``VerityTarget/Mode/restart`` or ``VerityTarget/Mode/panic``.
     public var mode: VerityTarget.Mode
+    /// Always ``ExitStatus/dataError`` (65).
     public var exitStatus: ExitStatus { .dataError }
 
     public var description: String {
@@ -334,13 +349,13 @@ public struct VerityCorruption: ImgMapFailure {
 /// data device (6.1 has no data offset); reads are widened to whole data blocks. Verified hash blocks
 /// are kept (bounded) across reads, as the kernel's dm-bufio keeps them with `hash_verified` set; a
 /// block is verified against the digest above it once, then trusted.
-public final class VeritySource: ComputedSource {
+package final class VeritySource: ComputedSource {
     let data: Device
     let dataToken: String
     let hash: Device
     let hashToken: String
     let length: UInt64
-    public let geometry: VerityGeometry
+    package let geometry: VerityGeometry
     let algorithm: VerityHashAlgorithm
     let rootDigest: [UInt8]
     let salt: [UInt8]

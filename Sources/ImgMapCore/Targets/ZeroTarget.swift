@@ -1,7 +1,10 @@
-// zero
-//
-// Reads as zeros, drops writes (dm-zero.c). Takes no arguments.
-
+/// The `zero` target: reads as zeros and drops writes (dm-zero.c). Takes no arguments.
+///
+/// Table arguments:
+///
+/// ```
+/// zero
+/// ```
 public struct ZeroTarget: Target {
     public static let name = "zero"
 

@@ -8,12 +8,14 @@ public struct BGZFError: ImgMapFailure, Equatable {
     /// What is wrong and, where it helps, what to do.
     public var message: String
 
+    /// Bad data in `path`, at byte `offset` of it when one place is to blame.
     public init(path: String, offset: UInt64? = nil, _ message: String) {
         self.path = path
         self.offset = offset
         self.message = message
     }
 
+    /// Always ``ExitStatus/dataError`` (65).
     public var exitStatus: ExitStatus { .dataError }
 
     public var description: String {

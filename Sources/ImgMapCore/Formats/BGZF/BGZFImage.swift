@@ -2,7 +2,9 @@ import Foundation
 
 /// Byte counts of one compression or decompression run.
 public struct BGZFTransferSummary: Equatable, Sendable {
+    /// Bytes of uncompressed data read or written.
     public var uncompressedBytes: UInt64
+    /// Size in bytes of the BGZF file written, or of the one read from (the whole file, EOF member included).
     public var compressedBytes: UInt64
 }
 

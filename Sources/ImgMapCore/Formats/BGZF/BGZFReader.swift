@@ -20,6 +20,7 @@ public final class BGZFReader {
         case gzi(path: String)
     }
 
+    /// The BGZF file read.
     public let file: ImageFile
     /// The deflate library in use.
     public let library: DeflateLibrary

@@ -15,6 +15,7 @@ public final class BGZFWriter {
         /// The deflate library; nil picks one with `DeflateLibrary.fromEnvironment()`.
         public var library: DeflateLibrary?
 
+        /// Options for `bgzip`-compatible output; the writer's init checks `level` and `threads`.
         public init(level: Int = 6, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
                     recordIndex: Bool = false, library: DeflateLibrary? = nil) {
             self.level = level
@@ -27,7 +28,9 @@ public final class BGZFWriter {
     /// Blocks in flight per thread: enough that a slow write or a slow block does not stall the others.
     static let slotsPerThread = 4
 
+    /// Where the members are written, in order.
     public let output: ImageFile
+    /// The options the writer was made with.
     public let options: Options
     /// The deflate library in use.
     public let library: DeflateLibrary
@@ -50,10 +53,10 @@ public final class BGZFWriter {
     private var index: BGZFIndex?
     private var finished = false
 
-    /// Starts the worker threads. A level outside 0–9 or fewer than one thread is a usage error (64).
     /// Told the input bytes read so far (from the thread calling `write`).
     public var progress: Progress?
 
+    /// Starts the worker threads. A level outside 0–9 or fewer than one thread is a usage error (64).
     public init(output: ImageFile, options: Options = Options()) throws {
         guard (0...9).contains(options.level) else {
             throw PlainFailure("compression level \(options.level) is outside 0–9", .usage)

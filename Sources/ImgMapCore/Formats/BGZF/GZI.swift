@@ -8,9 +8,12 @@
 public struct BGZFIndex: Equatable, Sendable {
     /// One member start, as a `.gzi` pair.
     public struct Entry: Equatable, Sendable {
+        /// Byte offset of the member in the BGZF file.
         public var compressedOffset: UInt64
+        /// Byte offset of the member's first byte in the uncompressed data.
         public var uncompressedOffset: UInt64
 
+        /// A member start at these two byte offsets.
         public init(compressedOffset: UInt64, uncompressedOffset: UInt64) {
             self.compressedOffset = compressedOffset
             self.uncompressedOffset = uncompressedOffset
@@ -20,6 +23,7 @@ public struct BGZFIndex: Equatable, Sendable {
     /// Every member start but the first, in file order.
     public var entries: [Entry]
 
+    /// An index of these member starts (the first member's, at 0/0, is implied).
     public init(entries: [Entry] = []) { self.entries = entries }
 
     /// The `.gzi` file's bytes: 8 + 16 × entries.count.

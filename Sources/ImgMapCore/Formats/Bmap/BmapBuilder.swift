@@ -17,7 +17,9 @@ public struct BmapBuilder {
     /// bmaptool's block size on the usual 4 KiB-block filesystems (it asks the filesystem, FIGETBSZ).
     public static let defaultBlockSize: UInt64 = 4096
 
+    /// The image's size in bytes (`ImageSize`).
     public let imageSize: UInt64
+    /// Bytes per block (`BlockSize`).
     public let blockSize: UInt64
     /// Blocks covering the image; the last may be partial.
     public let blocksCount: UInt64

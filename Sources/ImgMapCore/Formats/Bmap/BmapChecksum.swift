@@ -4,7 +4,12 @@ import Crypto
 /// writes sha256; format 1.3 used sha1 (with `BmapFileSHA1` and `sha1=`); 2.0 allows any hashlib name,
 /// of which sha512 is the other one seen in practice.
 public enum BmapChecksumType: String, Sendable, CaseIterable {
-    case sha1, sha256, sha512
+    /// SHA-1: formats 1.0–1.3 (`sha1=`, `BmapFileSHA1`).
+    case sha1
+    /// SHA-256: what bmaptool writes, and imgmap too.
+    case sha256
+    /// SHA-512, which format 2.0 allows.
+    case sha512
 
     /// Length of the lowercase hexadecimal digest: what `BmapFileChecksum` and `chksum=` hold.
     public var hexLength: Int {

@@ -8,8 +8,10 @@ public struct BmapError: ImgMapFailure, Equatable {
     public var line: Int?
     /// The element the error is about, without brackets (`Range`); nil when about the text as a whole.
     public var element: String?
+    /// What is wrong, without the place.
     public var message: String
 
+    /// An error about `element` at `line` of `path` (each nil when not about one place).
     public init(path: String, line: Int? = nil, element: String? = nil, _ message: String) {
         self.path = path
         self.line = line
@@ -17,6 +19,7 @@ public struct BmapError: ImgMapFailure, Equatable {
         self.message = message
     }
 
+    /// Always ``ExitStatus/dataError`` (65).
     public var exitStatus: ExitStatus { .dataError }
 
     public var description: String {

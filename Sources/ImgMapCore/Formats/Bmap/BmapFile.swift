@@ -10,16 +10,23 @@
 public struct BmapFile: Equatable, Sendable {
     /// The `version` attribute as written, e.g. `2.0`.
     public var version: String
+    /// The version's major number: 1 or 2.
     public var versionMajor: Int
+    /// The version's minor number.
     public var versionMinor: Int
+    /// `ImageSize`: the image's size in bytes.
     public var imageSize: UInt64
+    /// `BlockSize`: bytes per block (4096 from bmaptool on the usual filesystems).
     public var blockSize: UInt64
+    /// `BlocksCount`: blocks covering the image, the last possibly partial.
     public var blocksCount: UInt64
+    /// `MappedBlocksCount`: blocks in the ranges (checked against them).
     public var mappedBlocksCount: UInt64
     /// SHA-1 for every 1.x format before 1.4 (whose ranges may carry `sha1=`).
     public var checksumType: BmapChecksumType?
     /// The file's own checksum as written (already verified).
     public var fileChecksum: String?
+    /// The mapped ranges, ascending and disjoint; every other block is a hole.
     public var ranges: [BmapRange]
     /// Where the text came from, for messages.
     public var path: String

@@ -23,7 +23,9 @@ protocol DeflateBackend: AnyObject {
 /// A deflate library imgmap can use. libdeflate (loaded at run time) is about twice as fast as zlib;
 /// zlib is always linked.
 public enum DeflateLibrary: String, Sendable, CaseIterable {
+    /// zlib (always linked): the fallback.
     case zlib
+    /// libdeflate, loaded with dlopen when present: about twice zlib's speed.
     case libdeflate
 
     /// The environment variable that overrides the choice: `IMGMAP_DEFLATE=zlib|libdeflate`.

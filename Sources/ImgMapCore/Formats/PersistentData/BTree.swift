@@ -18,9 +18,13 @@
 public struct MetadataError: Error, CustomStringConvertible {
     /// The kernel's phrase for the constructor's failure.
     public var message: String
+    /// The structure read, with its device (`data space map of thin-pool metadata META`).
     public var structure: String
+    /// The metadata block (4 KiB blocks of the metadata device) at fault, when one is.
     public var block: UInt64?
+    /// What is wrong there (a bad checksum, a loop, a value out of range).
     public var reason: String
+    /// ``ExitStatus/dataError`` (65) for bad metadata; a failed read keeps the read's status.
     public var exitStatus: ExitStatus = .dataError
 
     public var description: String {

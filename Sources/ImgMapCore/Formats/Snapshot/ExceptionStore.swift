@@ -11,13 +11,13 @@
 
 /// The exceptions of a snapshot: which origin chunks have their own copy in the COW, and where.
 /// Memory: 16 bytes per exception, in two sorted arrays searched by bisection.
-public struct SnapshotExceptions: Sendable {
+package struct SnapshotExceptions: Sendable {
     /// Origin chunks with an exception, ascending.
-    public private(set) var oldChunks: [UInt64] = []
+    package private(set) var oldChunks: [UInt64] = []
     /// `newChunks[i]` is the COW chunk holding origin chunk `oldChunks[i]`.
-    public private(set) var newChunks: [UInt64] = []
+    package private(set) var newChunks: [UInt64] = []
 
-    public init() {}
+    package init() {}
 
     /// Builds the table from pairs in the order the store lists them. A chunk listed twice maps where its
     /// first entry says: the kernel's hash chain keeps the earlier one in front of the later.
@@ -31,10 +31,10 @@ public struct SnapshotExceptions: Sendable {
         }
     }
 
-    public var count: Int { oldChunks.count }
+    package var count: Int { oldChunks.count }
 
     /// The index of the first exception whose origin chunk is ≥ `chunk`.
-    public func firstIndex(atOrAfter chunk: UInt64) -> Int {
+    package func firstIndex(atOrAfter chunk: UInt64) -> Int {
         var lo = 0
         var hi = oldChunks.count
         while lo < hi {
@@ -45,7 +45,7 @@ public struct SnapshotExceptions: Sendable {
     }
 
     /// The COW chunk holding origin chunk `chunk`, if it has an exception.
-    public func cowChunk(for chunk: UInt64) -> UInt64? {
+    package func cowChunk(for chunk: UInt64) -> UInt64? {
         let i = firstIndex(atOrAfter: chunk)
         return i < oldChunks.count && oldChunks[i] == chunk ? newChunks[i] : nil
     }
@@ -60,13 +60,13 @@ public struct SnapshotExceptions: Sendable {
 }
 
 /// What a persistent COW device holds, as the kernel's `persistent_read_metadata` reads it.
-public struct PersistentSnapshotStore: Sendable {
-    public static let magic: UInt32 = 0x7041_6e53
-    public static let diskVersion: UInt32 = 1
+package struct PersistentSnapshotStore: Sendable {
+    package static let magic: UInt32 = 0x7041_6e53
+    package static let diskVersion: UInt32 = 1
     /// The chunk size the kernel uses when the table gives 0 (DM_CHUNK_SIZE_DEFAULT_SECTORS, 16 KiB).
-    public static let defaultChunkSize: UInt64 = 32
+    package static let defaultChunkSize: UInt64 = 32
 
-    public enum State: Sendable, Equatable {
+    package enum State: Sendable, Equatable {
         /// Magic 0: a store the kernel would initialise (header written, area 0 zeroed).
         case new
         case valid
@@ -74,34 +74,34 @@ public struct PersistentSnapshotStore: Sendable {
         case invalid
     }
 
-    public var state: State
+    package var state: State
     /// Sectors per chunk: the table's, or the header's when they differ (the kernel lets the metadata
     /// override the table, with a warning).
-    public var chunkSize: UInt64
+    package var chunkSize: UInt64
     /// The table's chunk size when the header overrode it.
-    public var overriddenTableChunkSize: UInt64?
-    public var exceptions: SnapshotExceptions
+    package var overriddenTableChunkSize: UInt64?
+    package var exceptions: SnapshotExceptions
     /// The next COW chunk an exception would get (the kernel's `next_free`).
-    public var nextFree: UInt64
+    package var nextFree: UInt64
     /// The metadata area being filled, and its entries so far.
-    public var currentArea: UInt64
-    public var areaEntries: [(old: UInt64, new: UInt64)]
+    package var currentArea: UInt64
+    package var areaEntries: [(old: UInt64, new: UInt64)]
 
     /// Exceptions per metadata area: a chunk of 16-byte pairs.
-    public var exceptionsPerArea: UInt64 { chunkSize * sectorSize / 16 }
+    package var exceptionsPerArea: UInt64 { chunkSize * sectorSize / 16 }
 
     /// The COW chunk of metadata area `area`.
-    public func areaLocation(_ area: UInt64) -> UInt64 { 1 + (exceptionsPerArea + 1) * area }
+    package func areaLocation(_ area: UInt64) -> UInt64 { 1 + (exceptionsPerArea + 1) * area }
 
     /// A failure to read the store: the kernel's words, and what imgmap saw.
-    public struct Failure: Error {
-        public var message: String
-        public var detail: String
-        public var exitStatus: ExitStatus = .dataError
+    package struct Failure: Error {
+        package var message: String
+        package var detail: String
+        package var exitStatus: ExitStatus = .dataError
     }
 
     /// Reads the header and every metadata area from `cow`. `tableChunkSize` 0 means "not given".
-    public static func read(cow: Device, tableChunkSize: UInt64) throws(Failure) -> PersistentSnapshotStore {
+    package static func read(cow: Device, tableChunkSize: UInt64) throws(Failure) -> PersistentSnapshotStore {
         let supplied = tableChunkSize != 0
         var chunkSize = supplied ? tableChunkSize : defaultChunkSize
         let cowChunks: UInt64

@@ -18,7 +18,7 @@ import Synchronization
 
 /// The mutable exception table of one snapshot, shared by its target value and by the snapshot-origin
 /// targets of the same origin (the kernel's list of snapshots per origin).
-public final class SnapshotState: @unchecked Sendable {
+package final class SnapshotState: @unchecked Sendable {
     struct Store {
         var exceptions: SnapshotExceptions
         var valid: Bool
@@ -31,10 +31,10 @@ public final class SnapshotState: @unchecked Sendable {
     }
 
     let storage: Mutex<Store>
-    public let origin: Device
-    public let cow: Device
-    public let persistent: Bool
-    public let chunkSize: UInt64
+    package let origin: Device
+    package let cow: Device
+    package let persistent: Bool
+    package let chunkSize: UInt64
     /// Where the snapshot's segment ends in its table: origin writes past it make no exception
     /// (the kernel compares with the snapshot table's size).
     let end: UInt64
@@ -160,10 +160,10 @@ public final class SnapshotState: @unchecked Sendable {
 
 /// The snapshots of each origin device in one set of tables (the kernel's `_origins` hash), so that a
 /// write through snapshot-origin can copy old chunks into each of them.
-public final class SnapshotRegistry: @unchecked Sendable {
+package final class SnapshotRegistry: @unchecked Sendable {
     private let snapshots = Mutex<[ObjectIdentifier: [SnapshotState]]>([:])
 
-    public init() {}
+    package init() {}
 
     static func key(_ device: Device) -> ObjectIdentifier {
         switch device {

@@ -5,23 +5,23 @@ import CCrypto
 /// the highest level is one hash block, whose digest is the root digest. The highest level comes first on
 /// the hash device, from `hashStart`, then each lower level. With one data block there are no levels:
 /// the root digest is that block's digest.
-public struct VerityGeometry: Sendable, Equatable {
+package struct VerityGeometry: Sendable, Equatable {
     /// 0: digests packed, salt after the data (Chromium OS); 1: each digest in a power-of-two slot,
     /// salt before the data.
-    public let version: UInt32
-    public let dataBlockBits: Int
-    public let hashBlockBits: Int
-    public let dataBlocks: UInt64
+    package let version: UInt32
+    package let dataBlockBits: Int
+    package let hashBlockBits: Int
+    package let dataBlocks: UInt64
     /// First hash block of the tree (in hash blocks; a superblock, when there is one, lies before it).
-    public let hashStart: UInt64
-    public let digestSize: Int
+    package let hashStart: UInt64
+    package let digestSize: Int
     /// log2 of the digests one hash block holds, rounded down (the kernel's `__fls`).
-    public let hashPerBlockBits: Int
-    public let levels: Int
+    package let hashPerBlockBits: Int
+    package let levels: Int
     /// `hash_level_block[i]`: the first hash block of level i.
-    public let levelStart: [UInt64]
+    package let levelStart: [UInt64]
     /// One past the tree's last hash block (`hash_blocks`): the hash device must hold this many.
-    public let hashBlocks: UInt64
+    package let hashBlocks: UInt64
 
     /// The kernel's limit (DM_VERITY_MAX_LEVELS).
     static let maxLevels = 63
@@ -29,7 +29,7 @@ public struct VerityGeometry: Sendable, Equatable {
     /// The tree for these parameters, or the kernel's refusal (`Too many tree levels`, `Hash device
     /// offset overflow`). The block sizes are powers of two and `2 × digestSize ≤ hash block size`
     /// (checked by the constructor before).
-    public init(version: UInt32, dataBlockBits: Int, hashBlockBits: Int, dataBlocks: UInt64, hashStart: UInt64,
+    package init(version: UInt32, dataBlockBits: Int, hashBlockBits: Int, dataBlocks: UInt64, hashStart: UInt64,
                 digestSize: Int) throws(TargetError) {
         self.version = version
         self.dataBlockBits = dataBlockBits
@@ -67,15 +67,15 @@ public struct VerityGeometry: Sendable, Equatable {
         hashBlocks = position
     }
 
-    public var dataBlockSize: Int { 1 << dataBlockBits }
-    public var hashBlockSize: Int { 1 << hashBlockBits }
+    package var dataBlockSize: Int { 1 << dataBlockBits }
+    package var hashBlockSize: Int { 1 << hashBlockBits }
     /// 512-byte sectors in a data block: the unit reads are verified in.
-    public var dataBlockSectors: UInt64 { UInt64(1) << UInt64(dataBlockBits - 9) }
-    public var hashBlockSectors: UInt64 { UInt64(1) << UInt64(hashBlockBits - 9) }
+    package var dataBlockSectors: UInt64 { UInt64(1) << UInt64(dataBlockBits - 9) }
+    package var hashBlockSectors: UInt64 { UInt64(1) << UInt64(hashBlockBits - 9) }
 
     /// Where the digest of data block `block`'s subtree at `level` lies: the hash block and the byte
     /// offset in it (verity_hash_at_level). `level` < `levels`.
-    public func digestPosition(of block: UInt64, level: Int) -> (hashBlock: UInt64, offset: Int) {
+    package func digestPosition(of block: UInt64, level: Int) -> (hashBlock: UInt64, offset: Int) {
         let position = block >> UInt64(level * hashPerBlockBits)
         let hashBlock = levelStart[level] + (position >> UInt64(hashPerBlockBits))
         let index = Int(position & ((1 << UInt64(hashPerBlockBits)) - 1))
@@ -86,14 +86,14 @@ public struct VerityGeometry: Sendable, Equatable {
 
 /// A hash the kernel's crypto API names (`crypto_alloc_ahash`), computed by libcrypto. Never written
 /// here: every digest is OpenSSL's EVP.
-public struct VerityHashAlgorithm: @unchecked Sendable {
+package struct VerityHashAlgorithm: @unchecked Sendable {
     /// The name as the table spells it (the kernel shows it back unchanged).
-    public let name: String
+    package let name: String
     /// libcrypto's EVP_MD: a static object, shared by every thread.
     let md: OpaquePointer
-    public let digestSize: Int
+    package let digestSize: Int
 
-    public enum Lookup {
+    package enum Lookup {
         case found(VerityHashAlgorithm)
         /// The kernel has a hash of that name that imgmap does not compute: why.
         case notImplemented(String)
@@ -121,7 +121,7 @@ public struct VerityHashAlgorithm: @unchecked Sendable {
     ]
 
     /// What the kernel's crypto API would find for `name` (names are case-sensitive there).
-    public static func lookup(_ name: String) -> Lookup {
+    package static func lookup(_ name: String) -> Lookup {
         var base = name
         if name.hasSuffix("-generic") {
             base = String(name.dropLast("-generic".count))
@@ -160,9 +160,9 @@ public struct VerityHashAlgorithm: @unchecked Sendable {
     }
 }
 
-public struct VerityHashFailure: ImgMapFailure {
-    public var description: String
-    public var exitStatus: ExitStatus { .ioError }
+package struct VerityHashFailure: ImgMapFailure {
+    package var description: String
+    package var exitStatus: ExitStatus { .ioError }
 }
 
 /// One thread's digest context: verity's salted digest of a block. Not thread-safe: one per worker.
