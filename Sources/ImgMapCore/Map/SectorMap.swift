@@ -20,13 +20,14 @@ public struct SectorMap: Sendable {
         guard start < end else { return }
         var pending: Extent?
         try Self.resolve(top, sector: start.value, count: (end - start).value, position: start.value, origin: nil) { extent in
-            if var current = pending {
-                if current.isContinued(by: extent) {
-                    current.length += extent.length
-                    pending = current
+            // Merged in place: copying the pending extent out and back cost retains of each of its
+            // strings per extent.
+            if pending != nil {
+                if pending!.isContinued(by: extent) {
+                    pending!.length += extent.length
                     return
                 }
-                try body(current)
+                try body(pending!)
             }
             pending = extent
         }
@@ -67,6 +68,7 @@ public struct SectorMap: Sendable {
                      _ emit: (Extent) throws -> Void) rethrows {
         var stack: [Pending] = [.range(device, sector: sector, count: count, position: position, origin: origin)]
         var pieces: [Pending] = []
+        var origins = Origins()
         while let item = stack.popLast() {
             guard case .range(let device, let sector, let count, let position, let origin, let step) = item else {
                 if case .extent(let extent) = item { try emit(extent) }
@@ -94,27 +96,72 @@ public struct SectorMap: Sendable {
                 let segment = mapped.segments[mapped.segmentIndex(containing: sector)]
                 let n = min(count, segment.start.value + segment.length.value - sector, step)
                 let target = segment.target
+                let name = target.name
                 pieces.removeAll(keepingCapacity: true)
                 var out = position
                 target.map(offset: sector - segment.start.value, count: n) { piece in
                         if case .device(let lower, let token, let lowerSector, let pieceCount) = piece {
-                            let here = Origin(table: mapped.tablePath, line: segment.line, target: target.name, device: token)
-                            pieces.append(.range(lower, sector: lowerSector, count: pieceCount, position: out, origin: here))
+                            let here = origins.origin(mapped, segment.line, name, token)
+                            if case .leaf(let leaf) = lower, lowerSector < leaf.size.value, pieceCount <= leaf.size.value - lowerSector {
+                                // Wholly inside an image: the extent the leaf would give, made here
+                                // rather than after another trip through the stack.
+                                pieces.append(.extent(Extent(start: Sector(out), length: Sector(pieceCount),
+                                                             source: .data(leaf, offset: Sector(lowerSector)), origin: here)))
+                            } else {
+                                pieces.append(.range(lower, sector: lowerSector, count: pieceCount, position: out, origin: here))
+                            }
                             out += pieceCount
                             return
                         }
                         guard let (source, token, pieceCount) = piece.extentSource else { return }
                         pieces.append(.extent(Extent(start: Sector(out), length: Sector(pieceCount), source: source,
-                                                     origin: Origin(table: mapped.tablePath, line: segment.line, target: target.name, device: token))))
+                                                     origin: origins.origin(mapped, segment.line, name, token))))
                         out += pieceCount
                 }
                 let covered = out - position
+                // The pieces come before anything on the stack: extents leading them are emitted now, in
+                // order (a thin device's or a striped set's pieces usually all are), the rest pushed.
+                var first = 0
+                while first < pieces.count, case .extent(let extent) = pieces[first] {
+                    try emit(extent)
+                    first += 1
+                }
                 if count > covered {
                     let next = pieces.count <= 1 && step < UInt64.max / 2 ? step * 2 : sectorsPerStep
                     stack.append(.range(device, sector: sector + covered, count: count - covered, position: out, origin: origin, step: next))
                 }
-                stack.append(contentsOf: pieces.reversed())
+                if first < pieces.count { stack.append(contentsOf: pieces[first...].reversed()) }
             }
+        }
+    }
+
+    /// The origins of the segment the walk is in, made once rather than once per piece (thin gives a
+    /// piece per block, alternating between the data device and zeros): one with the last device token
+    /// seen, one without.
+    struct Origins {
+        var device: ObjectIdentifier?
+        var line = -1
+        var withToken: Origin?
+        var withoutToken: Origin?
+
+        mutating func origin(_ mapped: MappedDevice, _ line: Int, _ name: String, _ token: String?) -> Origin {
+            let id = ObjectIdentifier(mapped)
+            if id != device || line != self.line {
+                device = id
+                self.line = line
+                withToken = nil
+                withoutToken = nil
+            }
+            if let token {
+                if let known = withToken, known.device == token { return known }
+                let made = Origin(table: mapped.tablePath, line: line, target: name, device: token)
+                withToken = made
+                return made
+            }
+            if let known = withoutToken { return known }
+            let made = Origin(table: mapped.tablePath, line: line, target: name, device: nil)
+            withoutToken = made
+            return made
         }
     }
 

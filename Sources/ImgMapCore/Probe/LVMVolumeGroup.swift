@@ -320,7 +320,14 @@ struct LVActivation {
             guard names.count >= 2, names.count % 2 == 0 else { throw Failure(message: "a \(raid) segment without rmeta/rimage pairs") }
             let dmType = ["raid5": "raid5_ls", "raid6": "raid6_zr"][raid] ?? raid
             let region = segment["region_size"]?.integer ?? 1024
-            var args = [dmType, "3", String(segment["stripe_size"]?.integer ?? 0), "region_size", String(region), String(names.count / 2)]
+            var args = [dmType, "3", String(segment["stripe_size"]?.integer ?? 0), "region_size", String(region)]
+            if raid == "raid10" {
+                // lvm names the copies of raid10 (the kernel's default, 2, included): the real lvm's
+                // line is `raid10 5 <chunk> region_size <n> raid10_copies 2 <#devs> …`.
+                args[1] = "5"
+                args += ["raid10_copies", String(segment["data_copies"]?.integer ?? 2)]
+            }
+            args.append(String(names.count / 2))
             var first: (ProbeVolume, UInt64, UInt64)?
             for k in stride(from: 0, to: names.count, by: 2) {
                 args += [try device(names[k]), try device(names[k + 1])]

@@ -34,7 +34,10 @@ done
     --dev nas3="$work/nas3.img" --dev nas4="$work/nas4.img" --out-dir "$work/nas"
 "$oracle" --timeout 300 -q --guest-script "$here/lvm-types-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
     --blank tpa=16M --blank tpb=16M --out-dir "$work/lvm-types"
-for set in md md-parity md-raid10 lvm nas lvm-types; do
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-raid-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --guest-file pattern.bin="$work/pattern.bin" --blank ra=32M --blank rb=32M --blank rc=32M --blank rd=32M --blank re=32M \
+    --out-dir "$work/lvm-raid"
+for set in md md-parity md-raid10 lvm nas lvm-types lvm-raid; do
     mkdir -p "$here/$set"
     for img in "$work/$set"/*.img; do gzip -9n < "$img" > "$here/$set/$(basename "$img").gz"; done
     rm -rf "$here/$set/results"; cp -r "$work/$set/results" "$here/$set/results"
