@@ -8,6 +8,7 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible {
     // afterwards, which is what makes the unchecked Sendable sound.
     private let storage: UnsafeMutableRawBufferPointer
 
+    /// `count` zero bytes, to be filled through `withMutableBytes`.
     public init(count: Int) {
         storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
         storage.initializeMemory(as: UInt8.self, repeating: 0)
@@ -24,6 +25,7 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
+    /// The secret's length in bytes.
     public let count: Int
 
     deinit {
@@ -31,10 +33,12 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible {
         storage.deallocate()
     }
 
+    /// Calls `body` with the bytes; do not let the pointer escape.
     public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try body(UnsafeRawBufferPointer(rebasing: storage[0..<count]))
     }
 
+    /// Calls `body` with the bytes to fill or change; do not let the pointer escape.
     public func withMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
         try body(UnsafeMutableRawBufferPointer(rebasing: storage[0..<count]))
     }
@@ -58,6 +62,7 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Whether both secrets hold the same bytes, compared in constant time.
     public func equals(_ other: SecretBytes) -> Bool {
         guard count == other.count else { return false }
         return CRYPTO_memcmp(storage.baseAddress, other.storage.baseAddress, count) == 0

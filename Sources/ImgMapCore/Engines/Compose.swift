@@ -24,17 +24,22 @@ public struct Compose {
         case never
     }
 
+    /// How a composition runs: error extents, holes, digest, compression, progress.
     public struct Options {
+        /// What reading an error extent does: fail before writing anything (the default) or write zeros and list it.
         public var onError: ErrorPolicy = .fail
+        /// Which zeros become holes in a file output (`always` by default).
         public var sparse: Sparse = .always
         /// Hash the composed bytes in the same pass.
         public var digest: DigestAlgorithm?
         /// Write BGZF (compressed, seekable) instead of the raw device.
         public var compress: BGZFWriter.Options?
+        /// Where progress goes, if anywhere.
         public var progress: Progress?
         /// Bytes per read/write on the buffered paths.
         public var bufferSize = 1 << 20
 
+        /// Options with the CLI's defaults; `compress` and `bufferSize` are set afterwards when needed.
         public init(onError: ErrorPolicy = .fail, sparse: Sparse = .always, digest: DigestAlgorithm? = nil, progress: Progress? = nil) {
             self.onError = onError
             self.sparse = sparse
@@ -43,7 +48,9 @@ public struct Compose {
         }
     }
 
+    /// What a composition did.
     public struct Report: Sendable {
+        /// Bytes of the mapped device written (the device's size).
         public var bytes: UInt64
         /// Error ranges read as zeros (with `--on-error zero`).
         public var errors: SectorRangeList
@@ -53,9 +60,12 @@ public struct Compose {
         public var index: BGZFIndex?
     }
 
+    /// The device to compose.
     public let map: SectorMap
+    /// How to compose it.
     public let options: Options
 
+    /// A composition of `map`; nothing is read until `run`.
     public init(map: SectorMap, options: Options) {
         self.map = map
         self.options = options

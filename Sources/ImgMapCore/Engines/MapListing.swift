@@ -4,11 +4,20 @@ import Synchronization
 /// The `map` engine: the resolved leaf map as aligned columns or JSON lines, written as it is walked
 /// (a million-segment table is never held as text).
 public struct MapListing {
-    public enum Format: Sendable { case columns, json }
+    /// How the listing is written.
+    public enum Format: Sendable {
+        /// Aligned columns with a header line.
+        case columns
+        /// One JSON object per line.
+        case json
+    }
 
+    /// The device to list.
     public let map: SectorMap
+    /// Columns or JSON lines.
     public let format: Format
 
+    /// A listing of `map` in `format`.
     public init(map: SectorMap, format: Format) {
         self.map = map
         self.format = format
@@ -207,6 +216,7 @@ public final class TextSink {
     let file: ImageFile
     var text = TextBuffer()
 
+    /// A sink writing to `file` (standard output or an opened output).
     public init(file: ImageFile) {
         self.file = file
     }
@@ -224,6 +234,7 @@ public final class TextSink {
         other.removeAll()
     }
 
+    /// Writes out what the buffer holds.
     public func flush() throws {
         guard !text.isEmpty else { return }
         try text.withBytes { try file.append($0) }

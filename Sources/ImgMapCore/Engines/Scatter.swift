@@ -17,15 +17,20 @@ public enum WriteErrorPolicy: String, Sendable, CaseIterable {
 /// fails it. Everything that can be known up front (size, error extents, member permissions) is checked
 /// before the first byte is written.
 public struct Scatter {
+    /// Where the input goes and what error extents, holes and progress do.
     public struct Options {
         /// Where in the mapped device the input starts.
         public var seek: Sector = .zero
+        /// What writing onto an error extent does: refuse before the first write (the default) or skip it and list it.
         public var onError: WriteErrorPolicy = .fail
         /// Skip holes of a regular-file input (SEEK_HOLE): only right when the members hold zeros there.
         public var sparse = false
+        /// Where progress goes, if anywhere.
         public var progress: Progress?
+        /// Bytes of input read per step (4 MiB).
         public var bufferSize = 4 << 20
 
+        /// Options with the CLI's defaults.
         public init(seek: Sector = .zero, onError: WriteErrorPolicy = .fail, sparse: Bool = false, progress: Progress? = nil) {
             self.seek = seek
             self.onError = onError
@@ -34,6 +39,7 @@ public struct Scatter {
         }
     }
 
+    /// What a scatter wrote, skipped and dropped, in device sectors.
     public struct Report: Sendable {
         /// Input bytes taken.
         public var bytes: UInt64
@@ -47,7 +53,9 @@ public struct Scatter {
 
     /// A failure after some bytes were written: says exactly which device ranges hold the new data.
     public struct PartialWrite: ImgMapFailure {
+        /// The failure that stopped the write.
         public var cause: Error
+        /// Device sectors written before it.
         public var written: SectorRangeList
         public var exitStatus: ExitStatus { (cause as? ImgMapFailure)?.exitStatus ?? .ioError }
         public var description: String {
@@ -60,9 +68,12 @@ public struct Scatter {
         }
     }
 
+    /// The device written through (members opened for writing by the caller).
     public let map: SectorMap
+    /// How to write.
     public let options: Options
 
+    /// A scatter through `map`; nothing is written until `run`.
     public init(map: SectorMap, options: Options) {
         self.map = map
         self.options = options

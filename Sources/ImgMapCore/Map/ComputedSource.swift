@@ -54,6 +54,7 @@ public final class DeviceIO: Sendable {
     /// Each writable image by `ObjectIdentifier(LeafFile)`; empty for reads.
     let writers: [ObjectIdentifier: ImageFile]
 
+    /// Reads only, or writes too into the images in `writers` (by `ObjectIdentifier` of their `LeafFile`).
     public init(writers: [ObjectIdentifier: ImageFile] = [:]) {
         self.writers = writers
     }

@@ -1,6 +1,8 @@
 /// A device a table can name: an image file (a leaf) or another mapped device (stacking).
 public enum Device: Sendable {
+    /// An image file.
     case leaf(LeafFile)
+    /// A device made by another table (a lower layer).
     case mapped(MappedDevice)
 
     /// Size in whole sectors.
@@ -25,6 +27,7 @@ public enum LeafBacking: Sendable {
     /// A BGZF file: device sector s is at byte s × 512 of its uncompressed content.
     case bgzf(CompressedImage)
 
+    /// Whether the leaf is a raw image (not BGZF).
     public var isRaw: Bool {
         if case .raw = self { return true }
         return false
@@ -47,6 +50,7 @@ public final class CompressedImage: @unchecked Sendable {
         readers = [reader] + (1..<max(1, threads)).map { _ in reader.makeSibling() }
     }
 
+    /// Bytes of uncompressed content.
     public var uncompressedSize: UInt64 { readers[0].uncompressedSize }
 
     /// Fills `buffer` from uncompressed byte `offset`; returns fewer bytes only at the end.
@@ -113,14 +117,17 @@ func activeProcessorCount() -> Int {
 public final class LeafFile: Sendable, Hashable {
     /// The path as the user gave it (for messages and `map`).
     public let path: String
+    /// The open image.
     public let image: ImageFile
     /// Whole 512-byte sectors; a partial tail sector is not part of the device (as with losetup).
     public let size: Sector
+    /// How the device's bytes are stored in the image.
     public let backing: LeafBacking
     /// Whether the size is known. In `check` without `--dev`, an image that cannot be opened is still a
     /// device, of unknown size, whose bounds are not checked (the kernel skips a zero-sized device too).
     public let sizeKnown: Bool
 
+    /// A leaf over `image` opened from `path`, `size` whole sectors.
     public init(path: String, image: ImageFile, size: Sector, backing: LeafBacking = .raw, sizeKnown: Bool = true) {
         self.path = path
         self.image = image
@@ -137,12 +144,15 @@ public final class LeafFile: Sendable, Hashable {
 ///
 /// `@unchecked Sendable`: `segments` is only written in `deinit`, of a device no one else holds.
 public final class MappedDevice: @unchecked Sendable {
+    /// The device's name (a dump's `NAME:`, `--table NAME=`, or the table file for the top).
     public let name: String
     /// The table file it came from, for messages.
     public let tablePath: String
+    /// Its segments, in order of start.
     public private(set) var segments: [Segment]
     /// Start sectors of `segments`, for binary search.
     let starts: [UInt64]
+    /// Size in sectors: the end of the last segment.
     public let size: Sector
 
     init(name: String, tablePath: String, segments: [Segment]) {
@@ -191,8 +201,12 @@ public final class MappedDevice: @unchecked Sendable {
 
 /// One line of a table, constructed.
 public struct Segment: Sendable {
+    /// First sector of the segment in its device.
     public let start: Sector
+    /// Sectors the segment spans.
     public let length: Sector
+    /// 1-based line of the table file that defined it.
     public let line: Int
+    /// The constructed target.
     public let target: any Target
 }

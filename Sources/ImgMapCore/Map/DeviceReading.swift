@@ -45,8 +45,11 @@ extension Device {
 
 /// A read of a device's sectors that lies past its end.
 public struct DeviceReadError: ImgMapFailure, Equatable {
+    /// The device read (an image path or `device NAME`).
     public var device: String
+    /// The sectors asked for.
     public var range: SectorRange
+    /// The device's size in sectors.
     public var size: UInt64
     public var exitStatus: ExitStatus { .ioError }
     public var description: String {

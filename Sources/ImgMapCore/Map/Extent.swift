@@ -4,6 +4,7 @@ public struct Extent: Sendable {
     public enum Source: Sendable {
         /// Sectors of an image, from `offset`.
         case data(LeafFile, offset: Sector)
+        /// Reads as zeros (a `zero` target, a hole of a thin device).
         case zero
         /// Reading gives EIO (an `error` target, or a device area past the end of an image).
         case error
@@ -11,13 +12,17 @@ public struct Extent: Sendable {
         case computed(any ComputedSource, at: UInt64)
     }
 
+    /// First sector of the run in the mapped device.
     public var start: Sector
+    /// Sectors in the run.
     public var length: Sector
+    /// Where the bytes come from.
     public var source: Source
     /// The table line that made this run (the deepest one: the line naming the image, or the zero or
     /// error segment).
     public var origin: Origin
 
+    /// The sector after the run.
     public var end: Sector { start + length }
 }
 
@@ -43,12 +48,14 @@ public struct Origin: Sendable, Equatable {
 
     private let fields: Fields
 
+    /// The line `line` of `table`, of target `target`, naming `device` when it names one.
     public init(table: String, line: Int, target: String, device: String? = nil) {
         fields = Fields(table: table, line: line, target: target, device: device)
     }
 
     /// The table file as the user named it.
     public var table: String { fields.table }
+    /// 1-based line in that file.
     public var line: Int { fields.line }
     /// The target type of that line.
     public var target: String { fields.target }

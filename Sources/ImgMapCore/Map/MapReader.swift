@@ -14,7 +14,9 @@ public enum ErrorPolicy: String, Sendable, CaseIterable {
 
 /// Reading an `error` extent (or past an image's end) under `ErrorPolicy.fail`.
 public struct MappedReadError: ImgMapFailure, Equatable {
+    /// The error extent's sectors in the mapped device.
     public var range: SectorRange
+    /// The table line that made it.
     public var origin: Origin
     public var exitStatus: ExitStatus { .ioError }
 
@@ -27,13 +29,16 @@ public struct MappedReadError: ImgMapFailure, Equatable {
 /// Reads the mapped device's bytes by sector through the sector map: pread from images, zeros for
 /// zero extents, the error policy for error extents. Works on any range, in any order.
 public final class MapReader {
+    /// The device read.
     public let map: SectorMap
+    /// What an error extent does to a read.
     public let onError: ErrorPolicy
     /// Error ranges met so far with `.zero` (merged when read in increasing order).
     public private(set) var errors = SectorRangeList()
     /// How computed pieces read their lower devices.
     let io = DeviceIO()
 
+    /// A reader of `map`.
     public init(map: SectorMap, onError: ErrorPolicy) {
         self.map = map
         self.onError = onError
@@ -148,8 +153,10 @@ public final class MapReader {
 
 /// A page-aligned buffer allocated once and reused for a whole run.
 public final class IOBuffer {
+    /// The buffer's memory.
     public let bytes: UnsafeMutableRawBufferPointer
 
+    /// `size` zeroed bytes, aligned to 4 KiB (fit for O_DIRECT).
     public init(size: Int) {
         bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 4096)
         bytes.initializeMemory(as: UInt8.self, repeating: 0)
@@ -157,6 +164,7 @@ public final class IOBuffer {
 
     deinit { bytes.deallocate() }
 
+    /// The buffer's size in bytes.
     public var count: Int { bytes.count }
 
     /// The first `count` bytes.

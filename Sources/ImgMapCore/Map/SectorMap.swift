@@ -5,12 +5,15 @@
 /// reach a sector), so memory stays proportional to the tables, not to the device: a striped set with
 /// small chunks over terabytes is never expanded into a list.
 public struct SectorMap: Sendable {
+    /// The device the map resolves.
     public let top: MappedDevice
 
+    /// The map of `top`, through every layer below it; nothing is resolved until walked.
     public init(top: MappedDevice) {
         self.top = top
     }
 
+    /// The device's size in sectors.
     public var size: Sector { top.size }
 
     /// Calls `body` with the extents covering sectors [start, end) of the top device, in order, merged

@@ -1,21 +1,27 @@
 /// A range of sectors `start ..< start + length`, printed as `start length` in errors files.
 public struct SectorRange: Sendable, Equatable, Hashable, CustomStringConvertible {
+    /// First sector.
     public var start: UInt64
+    /// Sectors in the range.
     public var length: UInt64
 
+    /// Sectors `start` to `start + length - 1`.
     public init(start: UInt64, length: UInt64) {
         self.start = start
         self.length = length
     }
 
+    /// The sector after the range.
     public var end: UInt64 { start + length }
     public var description: String { "\(start) \(length)" }
 }
 
 /// Ranges in increasing order, merged when they touch.
 public struct SectorRangeList: Sendable, Equatable {
+    /// The ranges, in increasing order, none touching another.
     public private(set) var ranges: [SectorRange] = []
 
+    /// No ranges.
     public init() {}
 
     /// Adds a range that starts at or after the end of the last one.
@@ -28,6 +34,7 @@ public struct SectorRangeList: Sendable, Equatable {
         }
     }
 
+    /// Whether there are no ranges.
     public var isEmpty: Bool { ranges.isEmpty }
 
     /// Adds ranges that may lie anywhere (met on another pass over the device), keeping the list

@@ -3,8 +3,11 @@
 public struct Bindings: Sendable {
     /// A table to read: its device name (nil for the positional table) and file (`-` for stdin).
     public struct TableFile: Sendable {
+        /// The device name (`--table NAME=`), nil for the positional table.
         public var name: String?
+        /// The file (`-` for stdin).
         public var path: String
+        /// The table of device `name` in `path`.
         public init(name: String?, path: String) {
             self.name = name
             self.path = path
@@ -32,6 +35,7 @@ public struct Bindings: Sendable {
     /// The `--dmsetup-ls` file, for messages.
     public var listedFrom: String?
 
+    /// What the command line gave; keys and LUKS bindings are set afterwards.
     public init(tables: [TableFile], devices: [(token: String, target: String)] = [], top: String? = nil,
                 listed: [(token: String, target: String)] = [], listedFrom: String? = nil) {
         self.tables = tables

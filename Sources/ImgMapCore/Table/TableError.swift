@@ -14,8 +14,10 @@ public struct TableError: ImgMapFailure, Equatable {
     public var detail: String?
     /// What to do about it.
     public var hint: String?
+    /// 65 for a bad table, 66 for a device that cannot be found, 74 for an unreadable one.
     public var exitStatus: ExitStatus
 
+    /// An error at `path`:`line` (nil: the table as a whole), from `target` when a constructor refused, with the kernel's `message` first.
     public init(path: String, line: Int?, target: String? = nil, message: String, detail: String? = nil,
                 hint: String? = nil, exitStatus: ExitStatus = .dataError) {
         self.path = path
@@ -42,11 +44,16 @@ public struct TableError: ImgMapFailure, Equatable {
 /// What a target constructor reports: the kernel's phrase and imgmap's detail. The table loader adds
 /// the place (file, line, target), as dm's table loader does with `ti->error`.
 public struct TargetError: Error, Equatable {
+    /// The kernel's phrase (`ti->error`), word for word, so it can be searched for.
     public var message: String
+    /// What imgmap found: the argument and why it is wrong.
     public var detail: String?
+    /// What to do about it.
     public var hint: String?
+    /// 65 for a bad table, 66 for a device that cannot be found, 74 for an unreadable one.
     public var exitStatus: ExitStatus
 
+    /// A constructor's refusal: the kernel's `message`, imgmap's `detail` and `hint`.
     public init(_ message: String, detail: String? = nil, hint: String? = nil, exitStatus: ExitStatus = .dataError) {
         self.message = message
         self.detail = detail

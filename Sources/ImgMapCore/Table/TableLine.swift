@@ -2,8 +2,11 @@
 public struct TableLine: Sendable, Equatable {
     /// 1-based line number in the table file; every line counts, blank and comment lines too.
     public var number: Int
+    /// First sector of the segment.
     public var start: UInt64
+    /// Sectors the segment spans.
     public var length: UInt64
+    /// The target name (case-sensitive, as the kernel looks it up).
     public var target: String
     /// The target's arguments as the kernel receives them from dmsetup: whitespace-separated.
     public var arguments: [String]
@@ -14,6 +17,7 @@ public struct TableLine: Sendable, Equatable {
 /// loading it) but split into `TableLine`s only as the loader walks them, so a million-line table is
 /// never held as a million argument arrays.
 public struct TableText: Sendable {
+    /// The device's name.
     public var name: String
     /// The file as the user named it, for messages.
     public var path: String
@@ -34,6 +38,7 @@ public struct TableText: Sendable {
     /// Whether the device has a table at all (`NAME:` alone in a dump: created with `dmsetup create -n`).
     public var hasTable: Bool { !spans.isEmpty }
 
+    /// How many segment lines the table has.
     public var lineCount: Int { spans.count }
 
     /// Calls `body` with each segment line in order.

@@ -24,13 +24,16 @@ public struct TableLoader {
         case planned([String: Sector])
     }
 
+    /// What the command line gave.
     public let bindings: Bindings
+    /// What happens to images that cannot be opened.
     public let strictness: Strictness
     /// Reads a table file's bytes (`-` is stdin); replaceable for tests.
     public var readTable: (String) throws -> [UInt8]
     /// The target types tables may use: imgmap's own, plus any a library user adds.
     public var targets: [any Target.Type] = TargetRegistry.all
 
+    /// A loader of `bindings`' tables; add target types to `targets` before `load`.
     public init(bindings: Bindings, strictness: Strictness = .openAll) {
         self.bindings = bindings
         self.strictness = strictness
@@ -39,8 +42,11 @@ public struct TableLoader {
 
     /// The result of loading: the top device, all devices by name, and the images opened.
     public struct Loaded: Sendable {
+        /// The device the command works on.
         public let top: MappedDevice
+        /// Every device loaded, by name.
         public let devices: [String: MappedDevice]
+        /// Every image opened, once each.
         public let leaves: [LeafFile]
         /// Tokens that named images not opened (`check` without `--dev`, planned images).
         public let unopened: [String]

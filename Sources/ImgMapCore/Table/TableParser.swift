@@ -14,6 +14,7 @@ public enum TableParser {
     /// `dmsetup table -v` headers (`Major, minor: 253, 3`) and `kpartx -av` (`add map p1 (254:1): …`)
     /// print, as `MAJOR:MINOR` → device name.
     public struct DumpFacts: Sendable {
+        /// `MAJOR:MINOR` → device name, in the order printed.
         public var numbers: [(token: String, name: String)] = []
     }
 

@@ -1,28 +1,31 @@
-// cache <metadata dev> <cache dev> <origin dev> <block size> <#features> <feature>…
-//       <policy> <#policy args> <policy arg>…
-//
-// dm-cache (dm-cache-target.c): a fast cache device in front of a slow origin, in blocks of `block
-// size` sectors. Origin block b reads cache block c of the cache device when the metadata
-// (Formats/Cache/CacheMetadata.swift) holds a valid mapping c → b, else the origin; dirty and clean
-// cached blocks alike read from the cache device (map_bio remaps every hit there), and in passthrough
-// mode every read goes to the origin. A metadata device that is all zeros is a new, empty cache. The
-// metadata is read here, in the constructor, as the kernel reads it between its constructor and its
-// first resume, so `map` is a bisection.
-//
-// dm-cache maps by the absolute sector of the mapped device (cache_map never subtracts the segment
-// start). Blocks from the segment length on (ti->len / block size, the origin size since Linux's "fix
-// access beyond end of origin device", in 6.1 stable) are never cached and read the origin; so are
-// the sectors of a partial last block.
-//
-// Constructor checks, in the kernel's order: the metadata, cache and origin devices ("Insufficient
-// args", "Error opening … device", the segment no longer than the origin), the block size (a multiple
-// of 64 sectors from 64 to 2097152, no larger than the cache device), the feature group (0 to 3 of
-// writeback, writethrough, passthrough, metadata2, no_discard_passdown, one io mode at most), the
-// policy and its key/value arguments, the metadata, and what the first resume checks: a cache device
-// smaller than the metadata's cache blocks drops only clean ones, mappings past the origin's end must
-// be clean, and passthrough mode needs every loaded block clean. Arguments after the policy's are
-// ignored, as the kernel ignores them.
-
+/// dm-cache: a fast cache device in front of a slow origin, read as the kernel reads it; writes are refused.
+///
+/// ```
+/// cache <metadata dev> <cache dev> <origin dev> <block size> <#features> <feature>…
+///       <policy> <#policy args> <policy arg>…
+/// ```
+///
+/// dm-cache (dm-cache-target.c): a fast cache device in front of a slow origin, in blocks of `block
+/// size` sectors. Origin block b reads cache block c of the cache device when the metadata
+/// (Formats/Cache/CacheMetadata.swift) holds a valid mapping c → b, else the origin; dirty and clean
+/// cached blocks alike read from the cache device (map_bio remaps every hit there), and in passthrough
+/// mode every read goes to the origin. A metadata device that is all zeros is a new, empty cache. The
+/// metadata is read here, in the constructor, as the kernel reads it between its constructor and its
+/// first resume, so `map` is a bisection.
+///
+/// dm-cache maps by the absolute sector of the mapped device (cache_map never subtracts the segment
+/// start). Blocks from the segment length on (ti->len / block size, the origin size since Linux's "fix
+/// access beyond end of origin device", in 6.1 stable) are never cached and read the origin; so are
+/// the sectors of a partial last block.
+///
+/// Constructor checks, in the kernel's order: the metadata, cache and origin devices ("Insufficient
+/// args", "Error opening … device", the segment no longer than the origin), the block size (a multiple
+/// of 64 sectors from 64 to 2097152, no larger than the cache device), the feature group (0 to 3 of
+/// writeback, writethrough, passthrough, metadata2, no_discard_passdown, one io mode at most), the
+/// policy and its key/value arguments, the metadata, and what the first resume checks: a cache device
+/// smaller than the metadata's cache blocks drops only clean ones, mappings past the origin's end must
+/// be clean, and passthrough mode needs every loaded block clean. Arguments after the policy's are
+/// ignored, as the kernel ignores them.
 public struct CacheTarget: Target {
     public static let name = "cache"
     static let minBlockSize: UInt64 = 64
@@ -32,25 +35,25 @@ public struct CacheTarget: Target {
     static let mqTunables = ["random_threshold", "sequential_threshold", "discard_promote_adjustment",
                              "read_promote_adjustment", "write_promote_adjustment"]
 
-    public enum IOMode: String, Sendable { case writeback, writethrough, passthrough }
+    package enum IOMode: String, Sendable { case writeback, writethrough, passthrough }
 
-    public let metadataDevice: Device
-    public let metadataToken: String
-    public let cacheDevice: Device
-    public let cacheToken: String
-    public let origin: Device
-    public let originToken: String
-    public let blockSize: UInt64
-    public let ioMode: IOMode
-    public let features: [String]
-    public let policy: String
-    public let policyArguments: [String]
+    package let metadataDevice: Device
+    package let metadataToken: String
+    package let cacheDevice: Device
+    package let cacheToken: String
+    package let origin: Device
+    package let originToken: String
+    package let blockSize: UInt64
+    package let ioMode: IOMode
+    package let features: [String]
+    package let policy: String
+    package let policyArguments: [String]
     /// nil when the metadata device's content is unknown (`check` without `--dev`).
-    public let metadata: CacheMetadata?
+    package let metadata: CacheMetadata?
     /// The mappings the kernel loads, as runs of (origin block, cache block) sorted by origin block.
-    public let mappings: ThinMappings
+    package let mappings: ThinMappings
     /// Dirty cache blocks among them.
-    public let dirtyBlocks: Int
+    package let dirtyBlocks: Int
     let start: UInt64
     let length: UInt64
     /// Blocks the cache may hold: the whole blocks of the segment.

@@ -1,23 +1,26 @@
-// crypt <cipher> <key> <iv_offset> <device> <offset> [<#opt_params> <opt_params>...]
-//
-// Maps the segment onto the decryption of `device` from sector `offset` (dm-crypt.c). Each crypto unit
-// (512 bytes, or `sector_size:N`) is encrypted alone, with an IV made from the unit's first sector
-// relative to the segment start plus `iv_offset` (divided by N/512 with `iv_large_sectors`).
-//
-// <cipher>  `cipher[:keycount]-chainmode-ivmode[:ivopts]` or `capi:<crypto API spec>-ivmode[:ivopts]`.
-// <key>     hex digits, `-` for none, or `:<size>:<logon|user|encrypted>:<description>` (a keyring key,
-//           which imgmap cannot read: the key is supplied with `--key`). A key supplied for the device
-//           also replaces a hex key (the zeros `dmsetup table` shows), which must then have its length.
-// options   allow_discards same_cpu_crypt submit_from_crypt_cpus no_read_workqueue no_write_workqueue
-//           sector_size:<bytes> iv_large_sectors (integrity:… is refused: no dm-integrity here).
-//
-// Checks run in the kernel's order (crypt_ctr): argument count, key size, optional parameters, the
-// cipher (crypt_ctr_cipher_old/new), the IV mode, the key, iv_offset, the device, the device sector.
-
+/// dm-crypt: the segment reads as the decryption of a lower device (and writes encrypt).
+///
+/// ```
+/// crypt <cipher> <key> <iv_offset> <device> <offset> [<#opt_params> <opt_params>...]
+/// ```
+///
+/// Maps the segment onto the decryption of `device` from sector `offset` (dm-crypt.c). Each crypto unit
+/// (512 bytes, or `sector_size:N`) is encrypted alone, with an IV made from the unit's first sector
+/// relative to the segment start plus `iv_offset` (divided by N/512 with `iv_large_sectors`).
+///
+/// <cipher>  `cipher[:keycount]-chainmode-ivmode[:ivopts]` or `capi:<crypto API spec>-ivmode[:ivopts]`.
+/// <key>     hex digits, `-` for none, or `:<size>:<logon|user|encrypted>:<description>` (a keyring key,
+///           which imgmap cannot read: the key is supplied with `--key`). A key supplied for the device
+///           also replaces a hex key (the zeros `dmsetup table` shows), which must then have its length.
+/// options   allow_discards same_cpu_crypt submit_from_crypt_cpus no_read_workqueue no_write_workqueue
+///           sector_size:<bytes> iv_large_sectors (integrity:… is refused: no dm-integrity here).
+///
+/// Checks run in the kernel's order (crypt_ctr): argument count, key size, optional parameters, the
+/// cipher (crypt_ctr_cipher_old/new), the IV mode, the key, iv_offset, the device, the device sector.
 public struct CryptTarget: Target {
     public static let name = "crypt"
 
-    public let source: CryptSource
+    package let source: CryptSource
     let cipherText: String
     /// The key as the kernel table shows it (zeros, `-`, or the keyring reference).
     let shownKey: String

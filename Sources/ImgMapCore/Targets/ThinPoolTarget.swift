@@ -1,37 +1,40 @@
-// thin-pool <metadata dev> <data dev> <data block sectors> <low water mark> [<#features> <feature>…]
-//
-// A pool of data blocks shared by thin devices (dm-thin.c `pool_ctr`). The constructor reads the
-// metadata device (Formats/Thin/ThinMetadata.swift): the superblock and the device-details tree; each
-// `thin` line on the pool reads its own mapping tree. Reading the pool device itself reads the data
-// device (pool_map sends bios there unchanged, by the absolute sector). A metadata device that is all
-// zeros is a new pool with no thin devices (the kernel would format it).
-//
-// Constructor checks, in the kernel's order: at least 4 arguments, metadata and data devices differ,
-// the feature group, the metadata device, the data device, the block size (a multiple of 128 sectors
-// from 128 to 2097152), the low water mark, the metadata, and the pool length (at least the metadata's
-// data blocks, as pool_preresume requires).
-
+/// dm-thin's pool: data blocks shared by thin devices, its metadata read by the constructor.
+///
+/// ```
+/// thin-pool <metadata dev> <data dev> <data block sectors> <low water mark> [<#features> <feature>…]
+/// ```
+///
+/// A pool of data blocks shared by thin devices (dm-thin.c `pool_ctr`). The constructor reads the
+/// metadata device (Formats/Thin/ThinMetadata.swift): the superblock and the device-details tree; each
+/// `thin` line on the pool reads its own mapping tree. Reading the pool device itself reads the data
+/// device (pool_map sends bios there unchanged, by the absolute sector). A metadata device that is all
+/// zeros is a new pool with no thin devices (the kernel would format it).
+///
+/// Constructor checks, in the kernel's order: at least 4 arguments, metadata and data devices differ,
+/// the feature group, the metadata device, the data device, the block size (a multiple of 128 sectors
+/// from 128 to 2097152), the low water mark, the metadata, and the pool length (at least the metadata's
+/// data blocks, as pool_preresume requires).
 public struct ThinPoolTarget: Target {
     public static let name = "thin-pool"
     static let minBlockSize: UInt64 = 128
     static let maxBlockSize: UInt64 = 2_097_152
     static let knownFeatures = ["skip_block_zeroing", "ignore_discard", "no_discard_passdown", "read_only", "error_if_no_space"]
 
-    public let metadataDevice: Device
-    public let metadataToken: String
-    public let dataDevice: Device
-    public let dataToken: String
-    public let blockSize: UInt64
-    public let lowWaterMark: UInt64
-    public let features: [String]
+    package let metadataDevice: Device
+    package let metadataToken: String
+    package let dataDevice: Device
+    package let dataToken: String
+    package let blockSize: UInt64
+    package let lowWaterMark: UInt64
+    package let features: [String]
     /// nil when the metadata device's content is unknown (`check` without `--dev`).
-    public let metadata: ThinPoolMetadata?
+    package let metadata: ThinPoolMetadata?
     let start: UInt64
     let length: UInt64
 
     /// With `read_only` the kernel sends unmapped reads to an external origin unchecked (EIO past its
     /// end); a writable pool zero-fills there.
-    public var isReadOnly: Bool { features.contains("read_only") }
+    package var isReadOnly: Bool { features.contains("read_only") }
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {
         guard arguments.count >= 4 else {

@@ -1,27 +1,30 @@
-// thin <pool dev> <dev id> [<external origin dev>]
-//
-// A thin device of a pool (dm-thin.c `thin_ctr`): virtual block b of the segment (counted from the
-// segment start, in the pool's block size) reads data block d of the pool's data device when the
-// device's mapping tree maps b to d, else zeros, or the external origin's same sectors when one is
-// given. Past the origin's end an unmapped read gives zeros with a writable pool, EIO with a
-// `read_only` one (the kernel then sends it to the origin unchecked). The mappings are read here, in the
-// constructor, and kept as sorted runs (Formats/Thin/ThinMetadata.swift), so `map` is a bisection.
-//
-// Constructor checks, in the kernel's order: 2 or 3 arguments, the origin (not the pool itself), the
-// pool device, the device id (< 2^24), that the device is a pool, and that the pool has the device
-// ("Couldn't open thin internal device").
-
+/// A thin device of a pool: its blocks mapped through the pool's metadata, unmapped ones zeros.
+///
+/// ```
+/// thin <pool dev> <dev id> [<external origin dev>]
+/// ```
+///
+/// A thin device of a pool (dm-thin.c `thin_ctr`): virtual block b of the segment (counted from the
+/// segment start, in the pool's block size) reads data block d of the pool's data device when the
+/// device's mapping tree maps b to d, else zeros, or the external origin's same sectors when one is
+/// given. Past the origin's end an unmapped read gives zeros with a writable pool, EIO with a
+/// `read_only` one (the kernel then sends it to the origin unchecked). The mappings are read here, in the
+/// constructor, and kept as sorted runs (Formats/Thin/ThinMetadata.swift), so `map` is a bisection.
+///
+/// Constructor checks, in the kernel's order: 2 or 3 arguments, the origin (not the pool itself), the
+/// pool device, the device id (< 2^24), that the device is a pool, and that the pool has the device
+/// ("Couldn't open thin internal device").
 public struct ThinTarget: Target {
     public static let name = "thin"
     static let maxDeviceID: UInt64 = (1 << 24) - 1
 
-    public let poolToken: String
-    public let pool: ThinPoolTarget
-    public let deviceID: UInt64
-    public let externalOrigin: Device?
-    public let originToken: String?
+    package let poolToken: String
+    package let pool: ThinPoolTarget
+    package let deviceID: UInt64
+    package let externalOrigin: Device?
+    package let originToken: String?
     /// Empty when the pool's metadata could not be read (`check` without `--dev`).
-    public let mappings: ThinMappings
+    package let mappings: ThinMappings
     let blockSize: UInt64
 
     public init(arguments: [String], length: Sector, context: TargetContext) throws(TargetError) {

@@ -4,10 +4,14 @@ import CCrypto
 /// (AES-NI and VAES when the CPU has them). No cipher is written here: XTS with a 192-bit AES key,
 /// which OpenSSL lacks, is the XTS construction (IEEE 1619) over OpenSSL's AES-192 block encryption.
 public enum BulkCipher: Sendable, Equatable {
+    /// XTS-AES (dm-crypt `xts`): the key is the data key then the tweak key, 32, 48 or 64 bytes.
     case aesXTS   // key: data key ‖ tweak key, 32/48/64 bytes
+    /// CBC-AES (dm-crypt `cbc`): 16, 24 or 32-byte keys.
     case aesCBC   // key: 16/24/32 bytes
+    /// AES on single blocks: ESSIV encrypts each IV with it.
     case aesECB   // one block at a time; ESSIV's IV cipher
 
+    /// Whether a key of `length` bytes fits the cipher (the kernel's key-size check).
     public func acceptsKeyLength(_ length: Int) -> Bool {
         switch self {
         case .aesXTS: [32, 48, 64].contains(length)
@@ -31,6 +35,7 @@ public enum BulkCipher: Sendable, Equatable {
     }
 }
 
+/// libcrypto refused an operation (a context, a key, an update); `description` says which.
 public struct CipherFailure: Error, CustomStringConvertible {
     public var description: String
 }
@@ -155,6 +160,7 @@ nonisolated(unsafe) private let emptyPassword: UnsafeMutablePointer<CChar> = {
 
 /// Digests and key derivation from libcrypto.
 public enum OpenSSLDigest {
+    /// The libcrypto digest named `name` (sha1, sha224, sha256, sha384, sha512, ripemd160; any case), or nil.
     public static func evp(_ name: String) -> OpaquePointer? {
         switch name.lowercased() {
         case "sha1": EVP_sha1()
@@ -167,6 +173,7 @@ public enum OpenSSLDigest {
         }
     }
 
+    /// The digest size in bytes of the hash named `name`, or nil for a hash libcrypto lacks.
     public static func size(_ name: String) -> Int? {
         evp(name).map { Int(EVP_MD_get_size($0)) }
     }

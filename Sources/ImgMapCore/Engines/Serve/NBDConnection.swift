@@ -10,7 +10,9 @@ import CSupport
 
 /// What a server exports: the mapped device, read-only or through the write path.
 public final class NBDExport: @unchecked Sendable {
+    /// The mapped device the export serves.
     public let map: SectorMap
+    /// The export's name (what a client asks for with NBD_OPT_GO; "" is the default export).
     public let name: String
     /// Each member opened read-write (nil: read-only export). Shared by every connection: pwrite on one
     /// descriptor from several threads is safe.
@@ -20,6 +22,8 @@ public final class NBDExport: @unchecked Sendable {
     /// write, and no read sees a target's mapping half changed. Never held across socket I/O.
     let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
+    /// An export of `map` named `name`, writable when `writers` (each member's image opened read-write,
+    /// by the identity of its leaf, as scatter opens them) is given.
     public init(map: SectorMap, name: String = "", writers: [ObjectIdentifier: ImageFile]? = nil) {
         self.map = map
         self.name = name
@@ -33,7 +37,9 @@ public final class NBDExport: @unchecked Sendable {
         lock.deallocate()
     }
 
+    /// The export's size in bytes.
     public var size: UInt64 { map.size.bytes }
+    /// Whether clients may write (the export was made with `writers`).
     public var writable: Bool { writers != nil }
 
     func reading<T>(_ body: () throws -> T) rethrows -> T {
@@ -56,10 +62,10 @@ public final class NBDExport: @unchecked Sendable {
 
 /// The end of a connection: the peer went away, timed out, or sent something the protocol cannot
 /// recover from.
-public struct ConnectionClosed: Error {}
+package struct ConnectionClosed: Error {}
 
 /// Where a connection's bytes come from and go to: a socket, or memory for tests and the fuzz target.
-public protocol NBDTransport: AnyObject {
+package protocol NBDTransport: AnyObject {
     /// Fills `buffer` completely, or throws `ConnectionClosed`.
     func receive(into buffer: UnsafeMutableRawBufferPointer) throws
     /// Sends all of `bytes`, or throws `ConnectionClosed`. `more`: more of the same reply follows soon.
@@ -74,23 +80,23 @@ public protocol NBDTransport: AnyObject {
 }
 
 extension NBDTransport {
-    public func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool { false }
+    package func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool { false }
 }
 
 /// sendfile(2) stopped after `sent` bytes because of the file (an I/O error, the file shrank).
-public struct FileSendFailure: Error {
-    public var sent: Int
-    public var errno: Int32
+package struct FileSendFailure: Error {
+    package var sent: Int
+    package var errno: Int32
 }
 
 /// A connected stream socket. recv/send with EINTR retried; a deadline is kept with poll(2).
-public final class SocketTransport: NBDTransport {
-    public let fd: Int32
+package final class SocketTransport: NBDTransport {
+    package let fd: Int32
     var deadline: timespec?
 
-    public init(fd: Int32) { self.fd = fd }
+    package init(fd: Int32) { self.fd = fd }
 
-    public func setDeadline(_ deadline: timespec?) { self.deadline = deadline }
+    package func setDeadline(_ deadline: timespec?) { self.deadline = deadline }
 
     /// Milliseconds left before the deadline (0 when past it).
     func millisecondsLeft(_ deadline: timespec) -> Int32 {
@@ -100,7 +106,7 @@ public final class SocketTransport: NBDTransport {
         return Int32(max(0, min(left, Int64(Int32.max))))
     }
 
-    public func receive(into p: UnsafeMutableRawBufferPointer) throws {
+    package func receive(into p: UnsafeMutableRawBufferPointer) throws {
         var done = 0
         while done < p.count {
             if let deadline {
@@ -116,7 +122,7 @@ public final class SocketTransport: NBDTransport {
         }
     }
 
-    public func send(_ p: UnsafeRawBufferPointer, more: Bool) throws {
+    package func send(_ p: UnsafeRawBufferPointer, more: Bool) throws {
         var done = 0
         while done < p.count {
             let n = Glibc.send(fd, p.baseAddress! + done, p.count - done, Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0))
@@ -126,9 +132,9 @@ public final class SocketTransport: NBDTransport {
         }
     }
 
-    public func close() { _ = Glibc.close(fd) }
+    package func close() { _ = Glibc.close(fd) }
 
-    public func sendFile(_ file: Int32, offset: UInt64, count: Int) throws -> Bool {
+    package func sendFile(_ file: Int32, offset: UInt64, count: Int) throws -> Bool {
         var done = 0
         while done < count {
             let n = imgmap_sendfile(fd, file, Int64(offset) + Int64(done), UInt64(count - done))
@@ -143,7 +149,7 @@ public final class SocketTransport: NBDTransport {
 }
 
 /// One client. Memory is bounded by one buffer of `NBD.pieceSize` plus a sector, whatever is asked.
-public final class NBDConnection: @unchecked Sendable {
+package final class NBDConnection: @unchecked Sendable {
     let transport: any NBDTransport
     let export: NBDExport
     let reader: MapReader
@@ -153,7 +159,7 @@ public final class NBDConnection: @unchecked Sendable {
     var session: NBDSession
     var pieceBuffer: IOBuffer?
 
-    public init(transport: any NBDTransport, export: NBDExport, handshakeTimeout: Int = NBD.defaultHandshakeTimeout) {
+    package init(transport: any NBDTransport, export: NBDExport, handshakeTimeout: Int = NBD.defaultHandshakeTimeout) {
         self.transport = transport
         self.export = export
         self.handshakeTimeout = handshakeTimeout
@@ -165,7 +171,7 @@ public final class NBDConnection: @unchecked Sendable {
 
     /// Serves the client until it leaves, then closes the transport. Never throws: a broken client
     /// only ends its own connection.
-    public func serve() {
+    package func serve() {
         defer { transport.close() }
         do {
             var deadline = timespec()
@@ -705,20 +711,20 @@ public final class NBDConnection: @unchecked Sendable {
 
 /// A client's whole byte stream given up front; what the server sends is kept (up to `keep` bytes) and
 /// counted. For tests and the fuzz target: the server runs without a socket or a thread.
-public final class MemoryTransport: NBDTransport {
+package final class MemoryTransport: NBDTransport {
     let input: [UInt8]
     var position = 0
     let keep: Int
-    public private(set) var output: [UInt8] = []
-    public private(set) var sentBytes = 0
-    public private(set) var closed = false
+    package private(set) var output: [UInt8] = []
+    package private(set) var sentBytes = 0
+    package private(set) var closed = false
 
-    public init(input: [UInt8], keep: Int = 1 << 20) {
+    package init(input: [UInt8], keep: Int = 1 << 20) {
         self.input = input
         self.keep = keep
     }
 
-    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws {
+    package func receive(into buffer: UnsafeMutableRawBufferPointer) throws {
         guard input.count - position >= buffer.count else {
             position = input.count
             throw ConnectionClosed()
@@ -729,12 +735,12 @@ public final class MemoryTransport: NBDTransport {
         position += buffer.count
     }
 
-    public func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws {
+    package func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws {
         guard !closed else { throw ConnectionClosed() }
         sentBytes += bytes.count
         if output.count < keep { output += bytes.prefix(keep - output.count) }
     }
 
-    public func setDeadline(_ deadline: timespec?) {}
-    public func close() { closed = true }
+    package func setDeadline(_ deadline: timespec?) {}
+    package func close() { closed = true }
 }

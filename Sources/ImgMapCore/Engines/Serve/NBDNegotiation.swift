@@ -3,17 +3,17 @@
 // answers. No socket here, so tests and the fuzz target drive it directly.
 
 /// One client's handshake state: what it asked for so far, and the answer to each option.
-public struct NBDNegotiation: Sendable {
+package struct NBDNegotiation: Sendable {
     /// The export's name; empty: the server has one unnamed export and takes any name for it.
-    public let exportName: String
-    public let exportSize: UInt64
-    public let writable: Bool
-    public private(set) var structured = false
-    public private(set) var metaContext = false
-    public private(set) var noZeroes = false
+    package let exportName: String
+    package let exportSize: UInt64
+    package let writable: Bool
+    package private(set) var structured = false
+    package private(set) var metaContext = false
+    package private(set) var noZeroes = false
 
     /// What to do after an option.
-    public enum Step: Equatable, Sendable {
+    package enum Step: Equatable, Sendable {
         /// Send these bytes, then read the next option.
         case reply([UInt8])
         /// Send these bytes, then enter the transmission phase.
@@ -25,21 +25,21 @@ public struct NBDNegotiation: Sendable {
         case close
     }
 
-    public init(exportName: String, exportSize: UInt64, writable: Bool) {
+    package init(exportName: String, exportSize: UInt64, writable: Bool) {
         self.exportName = exportName
         self.exportSize = exportSize
         self.writable = writable
     }
 
     /// What the server sends first: NBDMAGIC, IHAVEOPT and the handshake flags (fixed newstyle, no zeroes).
-    public static var greeting: [UInt8] {
+    package static var greeting: [UInt8] {
         var w = BigEndianWriter()
         w.u64(NBD.initMagic); w.u64(NBD.optionMagic); w.u16(NBD.flagFixedNewstyle | NBD.flagNoZeroes)
         return w.bytes
     }
 
     /// The session the transmission phase checks requests against.
-    public var session: NBDSession {
+    package var session: NBDSession {
         NBDSession(exportSize: exportSize, writable: writable, structured: structured, metaContext: metaContext)
     }
 
@@ -47,21 +47,21 @@ public struct NBDNegotiation: Sendable {
     /// one the server did not offer (proto.md, "Client flags"). A client without FIXED_NEWSTYLE speaks
     /// the old newstyle, where only NBD_OPT_EXPORT_NAME exists; it is refused too (no NBD client of the
     /// last decade sends that).
-    public mutating func clientFlags(_ flags: UInt32) -> Bool {
+    package mutating func clientFlags(_ flags: UInt32) -> Bool {
         guard flags & ~(NBD.clientFixedNewstyle | NBD.clientNoZeroes) == 0, flags & NBD.clientFixedNewstyle != 0 else { return false }
         noZeroes = flags & NBD.clientNoZeroes != 0
         return true
     }
 
     /// Parses a 16-byte option header: the option and its data length; nil when the magic is wrong.
-    public static func optionHeader(_ bytes: some Collection<UInt8>) -> (option: UInt32, length: UInt32)? {
+    package static func optionHeader(_ bytes: some Collection<UInt8>) -> (option: UInt32, length: UInt32)? {
         var r = BigEndianReader(bytes)
         guard r.u64() == NBD.optionMagic, let option = r.u32(), let length = r.u32() else { return nil }
         return (option, length)
     }
 
     /// The answer to an option whose data was longer than `NBD.maxOptionLength` (and was dropped).
-    public func tooBig(_ option: UInt32) -> Step {
+    package func tooBig(_ option: UInt32) -> Step {
         guard option != NBD.optExportName else { return .close }
         return .reply(NBD.optionReply(option: option, type: NBD.repErrTooBig, message: "option data longer than \(NBD.maxOptionLength) bytes"))
     }
@@ -70,7 +70,7 @@ public struct NBDNegotiation: Sendable {
     func accepts(_ name: String) -> Bool { exportName.isEmpty || name.isEmpty || name == exportName }
 
     /// The answer to one option with its data.
-    public mutating func option(_ option: UInt32, data: [UInt8]) -> Step {
+    package mutating func option(_ option: UInt32, data: [UInt8]) -> Step {
         func error(_ type: UInt32, _ message: String) -> Step { .reply(NBD.optionReply(option: option, type: type, message: message)) }
         switch option {
         case NBD.optExportName:

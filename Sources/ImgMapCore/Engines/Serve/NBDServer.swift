@@ -14,6 +14,7 @@ import Synchronization
 
 /// Where the server listens.
 public enum NBDListenAddress: Sendable, Equatable {
+    /// A Unix socket created at `path` (removed when the server stops).
     case unix(path: String)
     /// TCP on `host` (an IPv4 address; loopback unless given) and `port` (0: any free port).
     case tcp(host: String, port: UInt16)
@@ -37,12 +38,15 @@ public enum NBDListenAddress: Sendable, Equatable {
 
 /// Listens and serves each connection on its own thread.
 public final class NBDServer: @unchecked Sendable {
+    /// What every connection serves.
     public let export: NBDExport
+    /// The listening socket.
     public let listenFD: Int32
     /// The address clients use: `nbd+unix:///?socket=PATH` or `nbd://HOST:PORT/`.
     public let uri: String
     /// qemu's older spelling (`nbd:unix:PATH`, `nbd:HOST:PORT`), for `$nbd`.
     public let qemuAddress: String
+    /// The Unix socket's path, when the server listens on one.
     public let unixPath: String?
     /// Seconds a client has from connecting to the end of its handshake.
     public var handshakeTimeout = NBD.defaultHandshakeTimeout
@@ -58,6 +62,8 @@ public final class NBDServer: @unchecked Sendable {
     public var peakConnections: Int { peak.load(ordering: .relaxed) }
     let peak = Atomic<Int>(0)
 
+    /// Binds and listens on `address` (nothing is served until `run`); throws an `IOFailure` when the
+    /// socket cannot be made (a path in use, a port taken), a `PlainFailure` for a Unix path too long.
     public init(export: NBDExport, address: NBDListenAddress, maxConnections: Int = NBD.defaultMaxConnections) throws {
         precondition(maxConnections >= 1)
         self.export = export

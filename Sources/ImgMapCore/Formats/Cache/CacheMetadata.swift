@@ -20,7 +20,9 @@
 
 /// One valid entry of the mapping array, as the kernel loads it.
 public struct CacheMapping: Sendable, Equatable {
+    /// Block of the cache device holding the data.
     public var cacheBlock: UInt64
+    /// Block of the origin it caches.
     public var originBlock: UInt64
     /// Dirty as the kernel treats it: the flag or bit, or every block after an unclean shutdown.
     public var dirty: Bool
@@ -36,15 +38,21 @@ public final class CacheMetadata: Sendable {
     static let cleanShutdownFlag: UInt32 = 1
     static let needsCheckFlag: UInt32 = 2
 
+    /// The metadata device as the table names it.
     public let token: String
     /// Whether the superblock was all zeros: a cache the kernel would format, with nothing cached.
     public let isNew: Bool
+    /// Metadata format version (1, or 2 with the dirty bitset).
     public let version: UInt32
+    /// Cache block size in sectors, as the superblock records it.
     public let blockSize: UInt64
     /// Cache blocks as the superblock counts them (the length of the mapping array).
     public let cacheBlocks: UInt64
+    /// Whether the cache was shut down cleanly (else every cached block counts as dirty).
     public let cleanShutdown: Bool
+    /// The superblock's needs_check flag (cache_check should run before the kernel uses it).
     public let needsCheck: Bool
+    /// The replacement policy the metadata was written with (smq, mq, cleaner).
     public let policyName: String
     /// The valid entries, by cache block.
     public let mappings: [CacheMapping]

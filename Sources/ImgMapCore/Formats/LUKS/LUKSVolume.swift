@@ -8,16 +8,24 @@ import Foundation
 /// plus JSON metadata, twice (primary at 0, secondary at the primary's size); each copy is checked
 /// against its SHA-256 checksum and the valid copy with the higher sequence id is used.
 public struct LUKSVolume {
+    /// LUKS version: 1 or 2.
     public var version: Int
+    /// The header's UUID.
     public var uuid: String
     /// The data segment: cipher spec (`aes-xts-plain64`), first byte, length in bytes (nil: to the
     /// end of the device), IV tweak in sectors, crypto unit in bytes, persistent dm-crypt flags.
     public var cipher: String
+    /// Volume key length in bytes.
     public var keyBytes: Int
+    /// First byte of the encrypted data.
     public var offset: UInt64
+    /// Bytes of encrypted data; nil when the segment runs to the end of the device (`dynamic`).
     public var size: UInt64?
+    /// IV offset in 512-byte sectors (the crypt line's iv_offset).
     public var ivTweak: UInt64
+    /// Crypto unit in bytes (512 to 4096).
     public var sectorSize: UInt64
+    /// Persistent dm-crypt flags the header asks for (allow_discards, same_cpu_crypt …).
     public var flags: [String]
     /// Non-fatal findings: a LUKS2 header copy that was bad while the other was good.
     public var warnings: [String]
@@ -52,6 +60,7 @@ public struct LUKSVolume {
         var digest: [UInt8]
     }
 
+    /// A header that cannot be used, or a passphrase or key that unlocks no keyslot, with its exit status.
     public struct Failure: ImgMapFailure {
         public var description: String
         public var exitStatus: ExitStatus

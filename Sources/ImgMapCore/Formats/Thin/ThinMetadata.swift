@@ -15,9 +15,13 @@
 
 /// One thin device's entry in the device-details tree.
 public struct ThinDeviceDetails: Sendable, Equatable {
+    /// Data blocks the device maps, as its details entry counts them.
     public var mappedBlocks: UInt64
+    /// The pool transaction that last changed the device.
     public var transactionID: UInt64
+    /// The pool time (snapshot counter) when the device was created.
     public var creationTime: UInt32
+    /// The pool time when the device was last snapshotted.
     public var snapshottedTime: UInt32
 }
 
@@ -25,12 +29,16 @@ public struct ThinDeviceDetails: Sendable, Equatable {
 /// where both sides continue: 24 bytes per run, searched by bisection. A million scattered mappings
 /// cost 24 MB; a volume written sequentially costs a few runs.
 public struct ThinMappings: Sendable {
+    /// First virtual block of each run.
     public private(set) var virtualStarts: [UInt64] = []
+    /// First data block of each run.
     public private(set) var dataStarts: [UInt64] = []
+    /// Blocks in each run.
     public private(set) var lengths: [UInt64] = []
     /// Mapped blocks in all.
     public private(set) var blockCount: UInt64 = 0
 
+    /// No mappings.
     public init() {}
 
     /// Appends a mapping; virtual blocks must come in ascending order (as a btree walk yields them).
@@ -45,6 +53,7 @@ public struct ThinMappings: Sendable {
         lengths.append(1)
     }
 
+    /// How many runs.
     public var runCount: Int { virtualStarts.count }
 
     /// The index of the first run that ends after virtual block `block`.
@@ -69,22 +78,32 @@ public struct ThinMappings: Sendable {
 /// The pool's metadata as read by the pool's constructor: the superblock and the device-details tree.
 /// A thin device's mappings are read when a `thin` line opens it.
 public final class ThinPoolMetadata: Sendable {
+    /// The metadata block size: 4 KiB, as persistent-data uses.
     public static let blockBytes = 4096
     static let blockSectors: UInt64 = 8
+    /// THIN_SUPERBLOCK_MAGIC.
     public static let magic: UInt64 = 27_022_010
     static let superblockXor: UInt32 = 160_774
 
+    /// The metadata device.
     public let device: Device
+    /// The metadata device as the table names it.
     public let token: String
     /// Whether the superblock was all zeros: a pool the kernel would format, with no thin devices.
     public let isNew: Bool
+    /// Data block size in sectors, as the superblock records it.
     public let dataBlockSize: UInt64
+    /// Data blocks the pool holds.
     public let nrDataBlocks: UInt64
+    /// The pool's current transaction id.
     public let transactionID: UInt64
+    /// Metadata block of the mapping tree's root (device id → block mappings).
     public let mappingRoot: UInt64
+    /// Metadata block of the device-details tree's root.
     public let detailsRoot: UInt64
     /// Blocks of the metadata device that structures may use.
     public let metadataBlocks: UInt64
+    /// Each thin device's details, by device id.
     public let devices: [UInt64: ThinDeviceDetails]
 
     /// Reads and checks the superblock and the device-details tree. `dataBlockSize` is the table's.
