@@ -16,7 +16,7 @@ struct VerifyCommand: ParsableCommand {
             then a summary line. Ranges that are holes or zeros on both sides are not read. Error extents are \
             reported as unverifiable unless --on-error zero, which expects zeros there.
 
-            With --parity TABLE (no image), every row of each raid4/5/6 segment is read from its members and \
+            With --parity TABLE (no image), every row of each raid4/5/6 segment (raid or mdraid) is read from its members and \
             each row whose P or Q does not match its data is reported with the member and sector. For raid6 a \
             wrong layout, chunk size or member order fails nearly every row (Q weighs each member by its \
             place); raid4/5's P is the XOR of the members, which balances in any order and chunk size, so \
@@ -50,7 +50,7 @@ struct VerifyCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Check IMAGE against this bmap file instead of a table.", valueName: "FILE.bmap"))
     var bmap: String?
 
-    @Flag(help: "Check the parity of the table's raid4/5/6 segments instead of an image (give only the table).")
+    @Flag(help: "Check the parity of the table's raid4/5/6 (and mdraid) segments instead of an image (give only the table).")
     var parity = false
 
     @Flag(help: "Compare every path of the table's multipath segments with the one reads use (give only the table).")

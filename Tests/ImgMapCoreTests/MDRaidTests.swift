@@ -115,6 +115,23 @@ import Testing
         #expect(error.description.contains(message), "\(error.description)")
     }
 
+    @Test func verifyParityReadsMdraidSegments() throws {
+        // raid6 left-symmetric over 4 members, 16-sector chunks: row 1 has P on member 2, Q on member 3.
+        let folder = TemporaryDirectory()
+        let devices = RaidTests.members(4, sectors: 64, in: folder)
+        let table = "0 128 mdraid raid6 left-symmetric 16 64 4 M0 0 M1 0 M2 0 M3 0\n"
+        _ = try scatterFile(SectorMap(top: try loadTables(table, devices: devices).top), input: GoldenImages.path("W", sectors: 128))
+        let clean = try ParityCheck(top: try loadTables(table, devices: devices).top).run { _ in }
+        #expect(clean.rows == 4 && clean.mismatches == 0)
+        var m3 = readBytes(devices["M3"]!)
+        m3[20 * 512] ^= 1
+        FileManager.default.createFile(atPath: devices["M3"]!, contents: Data(m3))
+        var found: [String] = []
+        let dirty = try ParityCheck(top: try loadTables(table, devices: devices).top).run { found.append($0.description) }
+        #expect(dirty.mismatches == 1)
+        #expect(found == ["t.table:1: row 1 (array sectors 32+32): Q on member 3 (M3) differs from sector 20"])
+    }
+
     @Test func theTableReadsBackInItsNormalForm() throws {
         let folder = TemporaryDirectory()
         let devices = RaidTests.members(4, sectors: 80, in: folder)

@@ -60,8 +60,8 @@ public struct ParityCheck {
         var result = Report()
         let io = DeviceIO()
         for segment in top.segments {
-            guard let raid = segment.target as? RaidTarget else { continue }
-            guard case .parity = raid.geometry.level, let source = raid.source else {
+            guard let raid = segment.target as? any RaidSet else { continue }
+            guard case .parity = raid.geometry.level, let source = raid.raidSource else {
                 result.skipped.append("\(top.tablePath):\(segment.line): \(raid.typeName) has no parity")
                 continue
             }

@@ -271,3 +271,23 @@ final class RaidSource: ComputedSource {
         }
     }
 }
+
+/// A target made of an md array (`raid`, `mdraid`): what `verify --parity` reads it by.
+protocol RaidSet {
+    var typeName: String { get }
+    var geometry: RaidGeometry { get }
+    /// nil for raid0, which has nothing to compute.
+    var raidSource: RaidSource? { get }
+    var members: [RaidTarget.Member] { get }
+    var missing: Set<Int> { get }
+}
+
+extension RaidTarget: RaidSet {
+    var raidSource: RaidSource? { source }
+}
+
+extension MDRaidTarget: RaidSet {
+    var typeName: String { "mdraid \(level) \(layout)" }
+    var raidSource: RaidSource? { source }
+    var missing: Set<Int> { source.missing }
+}
