@@ -5,12 +5,7 @@
 # at the start and 256 KiB before the end of each LV; `dmsetup table` and each LV's sha256 are kept.
 set -e
 . "$INPUTS/lib.sh"
-mark() {
-    dd if="$INPUTS/pattern.bin" of="$1" bs=64k conv=fsync 2>/dev/null
-    echo "volume $2" | dd of="$1" bs=512 seek=600 conv=sync,fsync 2>/dev/null
-    end=$(( $(blockdev --getsize64 "$1") / 65536 - 4 ))
-    dd if="$INPUTS/pattern.bin" of="$1" bs=64k seek=$end conv=fsync 2>/dev/null
-}
+. "$INPUTS/lvm-lib.sh"
 lvm pvcreate -y "$DEV_pva" "$DEV_pvb"
 lvm vgcreate -y -s 1M vg0 "$DEV_pva" "$DEV_pvb"
 lvm lvcreate -y -n str -i2 -I64 -L 4M vg0

@@ -6,12 +6,7 @@
 # are kept (for writeback, the dirty blocks live only on the cache PV: the digest is the cached view).
 set -e
 . "$INPUTS/lib.sh"
-mark() {
-    dd if="$INPUTS/pattern.bin" of="$1" bs=64k conv=fsync 2>/dev/null
-    echo "volume $2" | dd of="$1" bs=512 seek=600 conv=sync,fsync 2>/dev/null
-    end=$(( $(blockdev --getsize64 "$1") / 65536 - 4 ))
-    dd if="$INPUTS/pattern.bin" of="$1" bs=64k seek=$end conv=fsync 2>/dev/null
-}
+. "$INPUTS/lvm-lib.sh"
 insync() {
     i=0
     while :; do

@@ -12,7 +12,7 @@ md_disks=""
 for d in r0a r0b r1a r1b lna lnb v09a v09b v10a v10b v11a v11b stla stlb stlc; do md_disks="$md_disks --blank $d=8M"; done
 "$oracle" --timeout 300 -q --guest-script "$here/md-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/md-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" $md_disks --out-dir "$work/md"
-"$oracle" --timeout 300 -q --guest-script "$here/lvm-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/lvm-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" --blank pva=16M --blank pvb=16M --blank mda=16M --blank mdb=16M \
     --out-dir "$work/lvm"
 # md-parity (levels 4, 5, 6) and md-raid10 (RAID10 layouts, degraded RAID5 and RAID6): one guest
@@ -34,7 +34,7 @@ done
     --dev nas3="$work/nas3.img" --dev nas4="$work/nas4.img" --out-dir "$work/nas"
 "$oracle" --timeout 300 -q --guest-script "$here/lvm-types-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
     --blank tpa=16M --blank tpb=16M --out-dir "$work/lvm-types"
-"$oracle" --timeout 300 -q --guest-script "$here/lvm-raid-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-raid-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/lvm-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" --blank ra=32M --blank rb=32M --blank rc=32M --blank rd=32M --blank re=32M \
     --out-dir "$work/lvm-raid"
 for set in md md-parity md-raid10 lvm nas lvm-types lvm-raid; do
