@@ -12,7 +12,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         // `swift package generate-documentation` (DocC for ImgMapCore); a plugin only, not linked.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
@@ -28,7 +27,6 @@ let package = Package(
             dependencies: [
                 "CSupport", "CZlib", "CCrypto", "CArgon2",
                 .product(name: "SystemPackage", package: "swift-system"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // The commands, as a library: a package with its own targets builds imgmap's CLI around them.
@@ -42,7 +40,7 @@ let package = Package(
         .executableTarget(name: "imgmap", dependencies: ["ImgMapCLI"]),
         .testTarget(
             name: "ImgMapCoreTests",
-            dependencies: ["ImgMapCore", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["ImgMapCore"],
             exclude: ["Fixtures"]
         ),
     ],

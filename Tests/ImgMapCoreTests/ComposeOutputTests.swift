@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Testing
 
@@ -31,7 +30,7 @@ func imgmapThroughPipe(_ arguments: [String], in directory: TemporaryDirectory) 
     return Run(status: process.terminationStatus, stdout: [UInt8](data), stderr: String(decoding: readBytes(errPath), as: UTF8.self))
 }
 
-func sha512(_ bytes: [UInt8]) -> String { SHA512.hash(data: bytes).map { String(format: "%02x", $0) }.joined() }
+func sha512(_ bytes: [UInt8]) -> String { MessageDigest.hash(.sha512, bytes).map { String(format: "%02x", $0) }.joined() }
 
 func allocatedBytes(_ path: String) -> Int64 {
     var st = stat()

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Testing
 
@@ -197,19 +196,19 @@ func sha256(file path: String) -> String? {
     let fd = open(path, O_RDONLY)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
-    var hasher = SHA256()
+    let hasher = MessageDigest(.sha256)
     var buffer = [UInt8](repeating: 0, count: 1 << 20)
     while true {
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
         if n <= 0 { break }
-        buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
     }
     return hex(hasher.finalize())
 }
 
-func sha256(_ bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
+func sha256(_ bytes: [UInt8]) -> String { hex(MessageDigest.hash(.sha256, bytes)) }
 
-func hex(_ digest: SHA256.Digest) -> String { digest.map { String(format: "%02x", $0) }.joined() }
+func hex(_ digest: [UInt8]) -> String { digest.map { String(format: "%02x", $0) }.joined() }
 
 /// The size of the file at `path`; a missing file is a recorded issue. Not optional on purpose: with
 /// Swift 6.3, `#expect(optionalUInt64 == literal)` reads 9 bytes from an 8-byte stack slot (AddressSanitizer

@@ -1,6 +1,4 @@
-import Crypto
-
-/// The hashes `compose --digest` computes while it writes (swift-crypto: BoringSSL's SHA-NI path).
+/// The hashes `compose --digest` computes while it writes (libcrypto's SHA-NI path).
 public enum DigestAlgorithm: String, Sendable, CaseIterable {
     /// SHA-256 (`sha256sum`'s digest).
     case sha256
@@ -12,39 +10,20 @@ public enum DigestAlgorithm: String, Sendable, CaseIterable {
 
     /// An incremental hash of one algorithm.
     public struct Hasher {
-        enum State {
-            case sha256(SHA256)
-            case sha512(SHA512)
-        }
-
-        var state: State
+        let digest: MessageDigest
 
         init(algorithm: DigestAlgorithm) {
             switch algorithm {
-            case .sha256: state = .sha256(SHA256())
-            case .sha512: state = .sha512(SHA512())
+            case .sha256: digest = MessageDigest(.sha256)
+            case .sha512: digest = MessageDigest(.sha512)
             }
         }
 
         /// Adds `bytes` to the hash.
-        public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-            switch state {
-            case .sha256(var h):
-                h.update(bufferPointer: bytes)
-                state = .sha256(h)
-            case .sha512(var h):
-                h.update(bufferPointer: bytes)
-                state = .sha512(h)
-            }
-        }
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) { digest.update(bytes) }
 
-        /// The digest as lowercase hex, as sha256sum prints it.
-        public func finalize() -> String {
-            switch state {
-            case .sha256(let h): hex(h.finalize())
-            case .sha512(let h): hex(h.finalize())
-            }
-        }
+        /// The digest as lowercase hex, as sha256sum prints it. Call once.
+        public func finalize() -> String { hex(digest.finalize()) }
 
         func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
             let digits = Array("0123456789abcdef".utf8)

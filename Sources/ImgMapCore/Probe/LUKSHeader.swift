@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// LUKS headers, reported only (unlocking is the crypt target's work): LUKS1's binary header
@@ -78,7 +77,7 @@ struct LUKSHeader {
         if algorithm == "sha256" {
             let stored = Array(whole[448..<480])
             whole.replaceSubrange(448..<512, with: repeatElement(0, count: 64))
-            let computed = Array(SHA256.hash(data: whole))
+            let computed = MessageDigest.hash(.sha256, whole)
             guard stored == computed else { throw bad("checksum mismatch (sha256 over the header and JSON area)") }
         }
         let jsonBytes = whole[4096...].prefix { $0 != 0 }

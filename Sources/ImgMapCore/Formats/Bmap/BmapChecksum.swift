@@ -1,5 +1,3 @@
-import Crypto
-
 /// The checksum functions a bmap file may name in `<ChecksumType>` that imgmap can compute. bmaptool
 /// writes sha256; format 1.3 used sha1 (with `BmapFileSHA1` and `sha1=`); 2.0 allows any hashlib name,
 /// of which sha512 is the other one seen in practice.
@@ -22,33 +20,21 @@ public enum BmapChecksumType: String, Sendable, CaseIterable {
 }
 
 /// One running digest of a `BmapChecksumType`, fed by raw buffers (no copies, no Foundation `Data`).
-/// Exactly one of the optionals is set; optional chaining mutates it in place (an enum payload would be
-/// copied out and back on every update).
 struct BmapHasher {
-    private var sha1: Insecure.SHA1?
-    private var sha256: SHA256?
-    private var sha512: SHA512?
+    private let digest: MessageDigest
 
     init(_ type: BmapChecksumType) {
         switch type {
-        case .sha1: sha1 = Insecure.SHA1()
-        case .sha256: sha256 = SHA256()
-        case .sha512: sha512 = SHA512()
+        case .sha1: digest = MessageDigest(.sha1)
+        case .sha256: digest = MessageDigest(.sha256)
+        case .sha512: digest = MessageDigest(.sha512)
         }
     }
 
-    mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        sha256?.update(bufferPointer: bytes)
-        sha1?.update(bufferPointer: bytes)
-        sha512?.update(bufferPointer: bytes)
-    }
+    mutating func update(_ bytes: UnsafeRawBufferPointer) { digest.update(bytes) }
 
-    /// The digest in lowercase hexadecimal, as bmap files spell it (Python's `hexdigest()`).
-    func finalizeHex() -> String {
-        if let sha256 { return hexString(sha256.finalize()) }
-        if let sha1 { return hexString(sha1.finalize()) }
-        return hexString(sha512!.finalize())
-    }
+    /// The digest in lowercase hexadecimal, as bmap files spell it (Python's `hexdigest()`). Call once.
+    func finalizeHex() -> String { hexString(digest.finalize()) }
 }
 
 /// Lowercase hexadecimal of a byte sequence.

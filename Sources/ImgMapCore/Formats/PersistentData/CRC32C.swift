@@ -1,6 +1,6 @@
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of persistent-data blocks
-/// (the kernel's `crc32c`, via `dm_bm_checksum`). Neither zlib (CRC-32/IEEE only) nor swift-crypto has
-/// it. It is a checksum, not a cryptographic hash: a 256-entry table, byte at a time (a 4 KiB block in a
+/// (the kernel's `crc32c`, via `dm_bm_checksum`). Neither zlib (CRC-32/IEEE only) nor libcrypto has it.
+/// It is a checksum, not a cryptographic hash: a 256-entry table, byte at a time (a 4 KiB block in a
 /// few microseconds).
 enum CRC32C {
     static let table: [UInt32] = (0..<256).map { n -> UInt32 in
