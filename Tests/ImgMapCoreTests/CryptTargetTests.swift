@@ -188,6 +188,28 @@ struct CryptTargetTests {
         }
     }
 
+    /// OpenSSL's provider functions called directly (the fast path) against the same ciphers through
+    /// EVP: identical bytes both ways, over random data, for every cipher crypt keys that way.
+    @Test(arguments: [("aes-xts-plain64", 64, 1 as UInt64, 0 as UInt64), ("aes-xts-plain64", 32, 1, 12_345),
+                      ("aes-xts-plain64", 64, 8, 800_000_001), ("aes-cbc-essiv:sha256", 32, 1, 7),
+                      ("aes-cbc-plain64", 16, 8, 1 << 33), ("aes-cbc-plain64", 24, 1, 3)])
+    func providerPathEqualsEVP(_ spec: String, _ keyLength: Int, _ unitSectors: UInt64, _ ivOffset: UInt64) throws {
+        #expect(ProviderCipher.byName["AES-256-XTS"] != nil && ProviderCipher.byName["AES-256-ECB"] != nil, "the fast path is not in use")
+        var random = SplitMix64(seed: 0x5eed ^ UInt64(keyLength) ^ unitSectors)
+        let key = SecretBytes(copying: random.bytes(keyLength))
+        let data = random.bytes(3 << 20)   // several 256 KiB parts, so several threads' contexts
+        let fast = try CryptTransform(spec: spec, key: key, ivOffset: ivOffset, unitSectors: unitSectors)
+        var slow = fast
+        slow.throughEVP = true
+        for encrypt in [true, false] {
+            var a = data, b = data
+            try a.withUnsafeMutableBytes { try fast.transform($0, firstSector: 96, encrypt: encrypt) }
+            try b.withUnsafeMutableBytes { try slow.transform($0, firstSector: 96, encrypt: encrypt) }
+            #expect(a == b)
+            #expect(a != data)
+        }
+    }
+
     /// Python's `cryptography` (Debian python3-cryptography) decrypts the lower image sector by sector
     /// with tweak LE64(sector + iv_offset): the same bytes as compose through the table.
     @Test func xtsPlain64MatchesAnIndependentImplementation() throws {

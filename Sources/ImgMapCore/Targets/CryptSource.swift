@@ -126,6 +126,8 @@ public struct CryptTransform: Sendable {
     let ivOffset: UInt64
     let unitSectors: UInt64
     let ivLargeSectors: Bool
+    /// Keeps the cipher calls to EVP instead of OpenSSL's provider functions (tests compare the two).
+    var throughEVP = false
 
     /// The bytes one thread takes at a time when a large buffer is cut into parts: large enough that
     /// a part's set-up (a keyed context, a pread) is noise, small enough that both cores get several
@@ -192,8 +194,8 @@ public struct CryptTransform: Sendable {
     /// units are read from there (same length) and the result written into `buffer`; otherwise in place.
     func transformRun(_ buffer: UnsafeMutableRawBufferPointer, from source: UnsafeRawBufferPointer? = nil,
                       firstSector: UInt64, encrypt: Bool) throws {
-        let context = try CipherContext(cipher: cipher, key: key, encrypt: encrypt)
-        let essiv = try essivKey.map { try CipherContext(cipher: .aesECB, key: $0, encrypt: true) }
+        let context = try CipherContext(cipher: cipher, key: key, encrypt: encrypt, throughEVP: throughEVP)
+        let essiv = try essivKey.map { try CipherContext(cipher: .aesECB, key: $0, encrypt: true, throughEVP: throughEVP) }
         if let source, !context.processesOutOfPlace {
             buffer.copyMemory(from: source)
         }
