@@ -1,8 +1,9 @@
 import CCrypto
 
 /// The bulk ciphers dm-crypt uses that imgmap implements, all from OpenSSL's libcrypto (AES-NI and
-/// VAES when the CPU has them), called through its provider's dispatch table, or EVP where that fails. No cipher is written here: XTS with a 192-bit AES key,
-/// which OpenSSL lacks, is the XTS construction (IEEE 1619) over OpenSSL's AES-192 block encryption.
+/// VAES when the CPU has them), called through its provider's dispatch table, or EVP where that fails.
+/// No cipher is written here: XTS with a 192-bit AES key, which OpenSSL lacks, is the XTS construction
+/// (IEEE 1619) over OpenSSL's AES-192 block encryption.
 public enum BulkCipher: Sendable, Equatable {
     /// XTS-AES (dm-crypt `xts`): the key is the data key then the tweak key, 32, 48 or 64 bytes.
     case aesXTS   // key: data key ‖ tweak key, 32/48/64 bytes
