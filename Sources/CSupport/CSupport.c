@@ -122,9 +122,3 @@ int imgmap_punch_hole(int fd, int64_t offset, int64_t len) {
 int imgmap_zero_range(int fd, int64_t offset, int64_t len) {
     return fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, len);
 }
-
-#include <sys/sendfile.h>
-int64_t imgmap_sendfile(int out_fd, int in_fd, int64_t offset, uint64_t count) {
-    off_t off = offset;
-    return sendfile(out_fd, in_fd, &off, (size_t)count);
-}

@@ -458,6 +458,41 @@ func servePattern(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(c.request(NBD.cmdRead, offset: 0, length: 512)?.error == 0)
     }
 
+    @Test func aReadOfOnePieceIsOneChunkCarryingDone() throws {
+        let f = try Self.fixture()
+        let c = try f.connect()
+        #expect(c.open() != nil)
+        let reply = try #require(c.request(NBD.cmdRead, offset: 512, length: 4096))
+        #expect(reply.data == Array(f.image("A")[512..<4608]))
+        #expect(reply.chunks == [NBD.chunkOffsetData])
+    }
+
+    @Test(arguments: [true, false])
+    func anImageThatShrinksFailsReadsWithEIO(structured: Bool) throws {
+        // Served over 3 MiB of A, then A is cut to 2 MiB: a read whose first piece fails gets a plain
+        // EIO; one that fails in a later piece, once data is on its way, ends with an error chunk
+        // (structured) or a dropped connection (simple replies).
+        let data = servePattern(3 << 20, seed: 9)
+        let f = try ServeFixture(table: "0 6144 linear A 0\n", images: ["A": data])
+        let c = try f.connect()
+        #expect(c.open(structured: structured) != nil)
+        #expect(truncate(f.folder.file("A.img"), 2 << 20) == 0)
+        let late = try #require(c.request(NBD.cmdRead, offset: 2 << 20, length: 4096))
+        #expect(late.error == NBD.EIO)
+        #expect(c.request(NBD.cmdRead, offset: 0, length: 4096)?.data == Array(data[0..<4096]))
+        let across = c.request(NBD.cmdRead, offset: 0, length: 3 << 20)
+        if structured {
+            let reply = try #require(across)
+            #expect(reply.error == NBD.EIO)
+            #expect(reply.chunks == [NBD.chunkOffsetData, NBD.chunkError])
+            #expect(reply.message.contains("READ at byte 2097152"), "\(reply.message)")
+            #expect(c.request(NBD.cmdRead, offset: 4096, length: 512)?.data == Array(data[4096..<4608]))
+        } else {
+            #expect(across == nil)
+            #expect(c.isClosedByServer)
+        }
+    }
+
     @Test func outOfRangeAndMalformedRequestsAreRefusedNotFatal() throws {
         let f = try Self.fixture(writable: true)
         let c = try f.connect()

@@ -38,10 +38,6 @@ int imgmap_punch_hole(int fd, int64_t offset, int64_t len);
 /// allocated, as the loop driver does for a write-zeroes with REQ_NOUNMAP.
 int imgmap_zero_range(int fd, int64_t offset, int64_t len);
 
-/// sendfile(2) of `count` bytes of `in_fd` from `offset` to a socket: one copy out of the page cache
-/// instead of pread's and send's two. Returns the bytes sent.
-int64_t imgmap_sendfile(int out_fd, int in_fd, int64_t offset, uint64_t count);
-
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP (each unless already ignored, as under nohup) that
 /// remove the registered temporary files and _exit(128 + signal), for every signal whose default action
 /// ends the process (but the crash signals). sigaction(2): in force on return.

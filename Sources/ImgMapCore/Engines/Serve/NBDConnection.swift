@@ -70,23 +70,19 @@ package protocol NBDTransport: AnyObject {
     func receive(into buffer: UnsafeMutableRawBufferPointer) throws
     /// Sends all of `bytes`, or throws `ConnectionClosed`. `more`: more of the same reply follows soon.
     func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws
+    /// Sends `header` then `data` as one write where the transport can (a reply's header and its data
+    /// wake the client once, not twice), or throws `ConnectionClosed`.
+    func send(_ header: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, more: Bool) throws
     /// From now on `receive` gives up at this CLOCK_MONOTONIC time (nil: waits forever).
     func setDeadline(_ deadline: timespec?)
     func close()
-    /// Sends `count` bytes of file `fd` from `offset` straight from the page cache (sendfile(2)), or
-    /// returns false, having sent nothing, when this transport cannot. Throws `ConnectionClosed` when
-    /// the peer is gone, `FileSendFailure` when the file could not be read after `sent` bytes.
-    func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool
 }
 
 extension NBDTransport {
-    package func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool { false }
-}
-
-/// sendfile(2) stopped after `sent` bytes because of the file (an I/O error, the file shrank).
-package struct FileSendFailure: Error {
-    package var sent: Int
-    package var errno: Int32
+    package func send(_ header: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, more: Bool) throws {
+        try send(header, more: true)
+        try send(data, more: more)
+    }
 }
 
 /// A connected stream socket. recv/send with EINTR retried; a deadline is kept with poll(2).
@@ -134,17 +130,30 @@ package final class SocketTransport: NBDTransport {
 
     package func close() { _ = Glibc.close(fd) }
 
-    package func sendFile(_ file: Int32, offset: UInt64, count: Int) throws -> Bool {
+    package func send(_ header: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, more: Bool) throws {
+        var parts = [iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count),
+                     iovec(iov_base: UnsafeMutableRawPointer(mutating: data.baseAddress), iov_len: data.count)]
+        let total = header.count + data.count
         var done = 0
-        while done < count {
-            let n = imgmap_sendfile(fd, file, Int64(offset) + Int64(done), UInt64(count - done))
+        while done < total {
+            let n = parts.withUnsafeMutableBufferPointer { iov -> Int in
+                var message = msghdr()
+                message.msg_iov = iov.baseAddress
+                message.msg_iovlen = iov.count
+                return sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | (more ? Int32(MSG_MORE) : 0))
+            }
             if n < 0, errno == EINTR { continue }
-            if n < 0, errno == EINVAL || errno == ENOSYS, done == 0 { return false }
-            if n < 0, errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN { throw ConnectionClosed() }
-            guard n > 0 else { throw FileSendFailure(sent: done, errno: n == 0 ? EIO : errno) }
-            done += Int(n)
+            guard n > 0 else { throw ConnectionClosed() }
+            done += n
+            // A partial send: drop what went out from the front of the two parts.
+            var sent = n
+            for i in parts.indices where sent > 0 {
+                let k = min(sent, parts[i].iov_len)
+                parts[i].iov_base = parts[i].iov_base.map { $0 + k }
+                parts[i].iov_len -= k
+                sent -= k
+            }
         }
-        return true
     }
 }
 
@@ -311,10 +320,9 @@ package final class NBDConnection: @unchecked Sendable {
     }
 
     /// A READ: an error extent anywhere in it fails it whole with EIO before any data (the kernel fails
-    /// the whole bio). Data goes in pieces; with structured replies as one OFFSET_DATA chunk (so DF is
-    /// always honoured). Pieces of raw image data and zeros are sent with sendfile(2); others are read
-    /// through MapReader. An I/O error once data is on its way pads the chunk with zeros and ends with
-    /// an error chunk (structured) or drops the connection (simple: proto.md's only option then).
+    /// the whole bio). Data goes in pieces, each read through MapReader into the buffer before it is
+    /// sent; with structured replies as one OFFSET_DATA chunk (so DF is always honoured), carrying DONE
+    /// when the read is one piece. The first piece goes out with the reply's header in one write.
     func read(_ request: NBDRequest) throws {
         let (first, last) = Self.covering(request.offset, request.length)
         if let message = export.reading({ errorExtent(first, last) }) {
@@ -325,113 +333,53 @@ package final class NBDConnection: @unchecked Sendable {
         let buffer = buffer()
         let onePiece = Self.pieceEnd(request.offset, end) == end
         var pos = request.offset
-        var zeroCopy = true
-        var headerSent = false
-        var direct = false
-        func sendHeader(done: Bool) throws {
-            guard !headerSent else { return }
-            headerSent = true
-            if session.structured {
-                var offset = BigEndianWriter()
-                offset.u64(request.offset)
-                try send(NBD.chunkHeader(flags: done ? NBD.replyFlagDone : 0, type: NBD.chunkOffsetData,
-                                         cookie: request.cookie, length: request.length + 8) + offset.bytes, more: true)
-            } else {
-                try send(NBD.simpleReply(error: 0, cookie: request.cookie), more: true)
-            }
-        }
-        /// After an error once data is on its way: the chunk is completed with zeros and an error chunk
-        /// ends the reply (structured), or the connection is dropped (simple: proto.md's only option).
-        func failAfterHeader(at: UInt64, _ message: String) throws {
-            guard session.structured else { throw ConnectionClosed() }
-            var left = end - at
-            while left > 0 {
-                let n = Int(min(left, UInt64(zeroPagesSize)))
-                try transport.send(UnsafeRawBufferPointer(start: zeroPages, count: n), more: true)
-                left -= UInt64(n)
-            }
-            try send(NBD.errorChunk(error: NBD.EIO, cookie: request.cookie, message: message))
-        }
         while pos < end {
             let pieceEnd = Self.pieceEnd(pos, end)
             let base = pos / sectorSize * sectorSize
             let span = Int((pieceEnd + sectorSize - 1) / sectorSize * sectorSize - base)
-            if zeroCopy, let runs = export.reading({ directRuns(pos, pieceEnd) }) {
-                // Image data and zeros only: sent from the page cache with sendfile(2), one copy fewer
-                // than pread and send. The data chunk then never carries DONE (an image could still fail
-                // to read while it goes out); a NONE chunk ends the reply.
-                direct = true
-                try sendHeader(done: false)
-                var at = pos
-                do {
-                    for run in runs {
-                        if let fd = run.fd {
-                            guard try transport.sendFile(fd, offset: run.fileOffset, count: run.count) else { zeroCopy = false; break }
-                        } else {
-                            var left = run.count
-                            while left > 0 {
-                                let n = min(left, zeroPagesSize)
-                                try transport.send(UnsafeRawBufferPointer(start: zeroPages, count: n), more: true)
-                                left -= n
-                            }
-                        }
-                        at += UInt64(run.count)
-                    }
-                } catch let failure as FileSendFailure {
-                    let where_ = at + UInt64(failure.sent)
-                    return try failAfterHeader(at: where_, "READ at byte \(where_): sendfile: \(String(cString: strerror(failure.errno)))")
-                }
-                pos = at
-                if zeroCopy { continue }
-                // sendfile is not possible here: the rest the usual way.
-                continue
-            }
             do {
                 try export.reading { try reader.read(into: buffer.prefix(span), at: Sector(base / sectorSize)) }
             } catch {
                 let message = "\(NBD.commandName(request.type)) at byte \(pos): \((error as? ImgMapFailure)?.description ?? String(describing: error))"
-                if !headerSent { return try sendError(NBD.EIO, cookie: request.cookie, message: message) }
-                return try failAfterHeader(at: pos, message)
+                if pos == request.offset { return try sendError(NBD.EIO, cookie: request.cookie, message: message) }
+                return try failAfterHeader(request, at: pos, message)
             }
-            try sendHeader(done: onePiece)
             let at = Int(pos - base)
-            try transport.send(UnsafeRawBufferPointer(rebasing: buffer.bytes[at..<at + Int(pieceEnd - pos)]), more: pieceEnd < end)
+            let data = UnsafeRawBufferPointer(rebasing: buffer.bytes[at..<at + Int(pieceEnd - pos)])
+            if pos == request.offset {
+                try readReplyHeader(request, done: onePiece).withUnsafeBytes { try transport.send($0, data, more: pieceEnd < end) }
+            } else {
+                try transport.send(data, more: pieceEnd < end)
+            }
             pos = pieceEnd
         }
-        if session.structured, !onePiece || direct {
+        if session.structured, !onePiece {
             try send(NBD.chunkHeader(flags: NBD.replyFlagDone, type: NBD.chunkNone, cookie: request.cookie, length: 0))
         }
     }
 
-    /// One run of a piece sent without a user-space copy: image bytes (`fd` at `fileOffset`) or zeros.
-    struct DirectRun {
-        var fd: Int32?
-        var fileOffset: UInt64
-        var count: Int
+    /// What precedes a READ's data: the OFFSET_DATA chunk header and offset (structured), or the simple
+    /// reply.
+    func readReplyHeader(_ request: NBDRequest, done: Bool) -> [UInt8] {
+        guard session.structured else { return NBD.simpleReply(error: 0, cookie: request.cookie) }
+        var offset = BigEndianWriter()
+        offset.u64(request.offset)
+        return NBD.chunkHeader(flags: done ? NBD.replyFlagDone : 0, type: NBD.chunkOffsetData,
+                               cookie: request.cookie, length: request.length + 8) + offset.bytes
     }
 
-    /// Bytes [pos, end) as runs of raw image data and zeros, or nil when any part comes from elsewhere
-    /// (a computed piece, a compress image, an error extent), which must go through MapReader.
-    func directRuns(_ pos: UInt64, _ end: UInt64) -> [DirectRun]? {
-        var runs: [DirectRun] = []
-        struct Other: Error {}
-        do {
-            try export.map.forEachExtent(from: Sector(pos / sectorSize), to: Sector((end + sectorSize - 1) / sectorSize)) { extent in
-                let from = max(pos, extent.start.bytes), to = min(end, extent.end.bytes)
-                guard to > from else { return }
-                switch extent.source {
-                case .zero:
-                    runs.append(DirectRun(fd: nil, fileOffset: 0, count: Int(to - from)))
-                case .data(let leaf, let offset) where leaf.backing.isRaw:
-                    runs.append(DirectRun(fd: leaf.image.fd, fileOffset: offset.bytes + (from - extent.start.bytes), count: Int(to - from)))
-                default:
-                    throw Other()
-                }
-            }
-        } catch {
-            return nil
+    /// A READ that failed at byte `at` once its data was on its way: the chunk is completed with zeros
+    /// and an error chunk ends the reply (structured), or the connection is dropped (simple replies:
+    /// proto.md's only option). Only a read of several pieces gets here, so the data chunk lacks DONE.
+    func failAfterHeader(_ request: NBDRequest, at: UInt64, _ message: String) throws {
+        guard session.structured else { throw ConnectionClosed() }
+        var left = request.offset + UInt64(request.length) - at
+        while left > 0 {
+            let n = Int(min(left, UInt64(zeroPagesSize)))
+            try transport.send(UnsafeRawBufferPointer(start: zeroPages, count: n), more: true)
+            left -= UInt64(n)
         }
-        return runs
+        try send(NBD.errorChunk(error: NBD.EIO, cookie: request.cookie, message: message))
     }
 
     /// What the write path refuses for sectors [first, last) before anything is written: a target or

@@ -7,10 +7,11 @@ import Synchronization
 
 // Plain POSIX sockets with one thread per connection, not swift-nio: NBD requests are served one at a
 // time per connection with blocking pread/pwrite underneath, so an event loop would only hand the work
-// to a thread pool anyway; and swift-nio adds 1–2.5 minutes to every clean CI build here. Measured
-// (Benchmarks/README.md, "serve"): nbdcopy to /dev/null from this server runs at 1.27× nbdkit's file
-// plugin and 1.22–1.42× qemu-nbd on the same image, nbdcopy using 4 connections; sendfile(2) for raw
-// pieces did not change the ratio to nbdkit measurably.
+// to a thread pool anyway; and swift-nio adds 1–2.5 minutes to every clean CI build here. A read's
+// data is read into the connection's buffer first and goes out with its reply header in one sendmsg:
+// the client is woken once per reply, which is what nbdcopy's throughput turned on (MSG_MORE does
+// nothing on a Unix socket). sendfile(2) saved the server's copy but split each reply into several
+// socket buffers plus a header and a NONE chunk, and measured no faster (Benchmarks/README.md, "serve").
 
 /// Where the server listens.
 public enum NBDListenAddress: Sendable, Equatable {
@@ -219,7 +220,9 @@ public final class NBDServer: @unchecked Sendable {
         func receive(into buffer: UnsafeMutableRawBufferPointer) throws { try socket.receive(into: buffer) }
         func send(_ bytes: UnsafeRawBufferPointer, more: Bool) throws { try socket.send(bytes, more: more) }
         func setDeadline(_ deadline: timespec?) { socket.setDeadline(deadline) }
-        func sendFile(_ fd: Int32, offset: UInt64, count: Int) throws -> Bool { try socket.sendFile(fd, offset: offset, count: count) }
+        func send(_ header: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, more: Bool) throws {
+            try socket.send(header, data, more: more)
+        }
         func close() {
             guard !closed else { return }
             closed = true
