@@ -136,6 +136,11 @@ def targets(ops, I):
               find(f"serve → nbdcopy {dest}, dense", "nbdkit"), 1.5)
         ratio(f"serve → nbdcopy {dest} vs qemu-nbd", find(f"serve → nbdcopy {dest}, dense", "imgmap"),
               find(f"serve → nbdcopy {dest}, dense", "qemu-nbd"), 1.0)
+    k, d = find("serve → nbdcopy file, dense", "nbdkit"), find("serve → nbdcopy file, dense", "dd of the image")
+    if k and d:
+        need = med(k) / 1.5
+        out.append(f"- serve → nbdcopy file: the file write alone (dd, no server) takes {med(d):.2f} s; 1.5× nbdkit "
+                   f"needs {need:.2f} s" + (", less than the write alone: no server can reach it here" if need < med(d) else ""))
     s3, s1 = find("serve → nbdcopy /dev/null, 3-way", "imgmap"), find("serve → nbdcopy /dev/null, one member", "imgmap")
     if s3 and s1:
         r3 = I.size / med(s3) / 1e6
