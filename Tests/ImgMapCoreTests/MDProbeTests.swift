@@ -227,16 +227,6 @@ import Glibc
 // composed without the raid target, but probe's own reads through the array (the RAID5 data layout,
 // and parity when a member is missing) must give the kernel's LV bytes.
 @Suite struct NASProbeTests {
-    func readAll(_ volume: ProbeVolume) throws -> [UInt8] {
-        var out: [UInt8] = []
-        var at: UInt64 = 0
-        while at < volume.size {
-            out += try volume.read(at: at, count: 1 << 20)
-            at += 1 << 20
-        }
-        return out
-    }
-
     @Test func partitionsRaid5AndLVMBecomeTheKernelsTables() throws {
         let dir = TemporaryDirectory()
         let images = try unpackProbeFixtures("nas", into: dir)
@@ -290,16 +280,6 @@ import Glibc
         Array(name: "md13", tag: "r6pf-v090", disks: "pf6", line: "md13: 0 32512 mdraid raid6 parity-first 128 16256 4 pf6a.img 0 pf6b.img 0 pf6c.img 0 pf6d.img 0"),
         Array(name: "r6ls6", tag: "r6ls6-v12", disks: "ls6", line: "r6ls6: 0 28672 raid raid6_ls_6 1 64 4 - r6ls6_rimage_0 - r6ls6_rimage_1 - r6ls6_rimage_2 - r6ls6_rimage_3"),
     ]
-
-    func readAll(_ volume: ProbeVolume) throws -> [UInt8] {
-        var out: [UInt8] = []
-        var at: UInt64 = 0
-        while at < volume.size {
-            out += try volume.read(at: at, count: Int(min(1 << 20, volume.size - at)))
-            at += 1 << 20
-        }
-        return out
-    }
 
     @Test(arguments: arrays)
     func eachLayoutComposesToTheKernelsArray(_ array: Array) throws {
