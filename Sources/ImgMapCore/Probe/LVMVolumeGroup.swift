@@ -353,7 +353,7 @@ struct LVActivation {
         guard let poolLV = byName[poolName] else { throw Failure(message: "LV \(poolName) is named but not defined") }
         // The type carries lvm's flags after a `+` (`cache-pool+METADATA_FORMAT`).
         guard let pool = segments(poolLV).first, pool["type"]?.string?.split(separator: "+").first == "cache-pool" else {
-            throw Failure(message: "a cache over \(poolName), which is not a cache pool (a cachevol), is not mapped by probe")
+            throw Failure(message: "a cache over \(poolName), which is not a cache pool (a cachevol)")
         }
         guard let data = pool["data"]?.string, let meta = pool["metadata"]?.string else {
             throw Failure(message: "a cache-pool segment without data or metadata")
