@@ -218,9 +218,9 @@ import Glibc
 
 // raid4/5/6/10 LVs and cache LVs (writethrough, writeback) made by the real lvm (Fixtures/probe/lvm-raid,
 // lvm-raid-fixtures.sh): probe's raid tables are the kernel's `dmsetup table` lines, sub-LVs included,
-// and composing each raid LV gives the digest the guest read from /dev/vgr/LV.
+// and composing each LV gives the digest the guest read from /dev/vgr/LV.
 @Suite struct LVMRaidProbeTests {
-    @Test func raid4To10LVsBecomeTheKernelsTablesAndComposeToItsBytes() throws {
+    @Test func raid4To10AndCacheLVsBecomeTheKernelsTablesAndComposeToItsBytes() throws {
         let dir = TemporaryDirectory()
         let images = try unpackProbeFixtures("lvm-raid", into: dir)
         let result = try probe(images.values.sorted())
@@ -237,15 +237,54 @@ import Glibc
         let kernel = kernelResult("lvm-raid", "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
             line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
         }
-        // The cache LVs are not mapped by probe yet (said in the notes); everything raid is exact.
-        let isCache = { (line: String) in line.hasPrefix("vgr-wt") || line.hasPrefix("vgr-wb") }
-        #expect(dumpLines(result, dir).filter { !isCache($0) }.sorted() == kernel.filter { !isCache($0) }.sorted())
-        #expect(kernel.filter { !isCache($0) }.count == 36)
+        #expect(dumpLines(result, dir).sorted() == kernel.sorted())
+        #expect(kernel.count == 44)
         #expect(result.problems.isEmpty, "\(result.problems)")
-        #expect(result.notes.filter { $0.contains("segment type cache is not mapped") }.count == 2, "\(result.notes)")
-        for lv in ["r4", "r5", "r6", "r10"] {
+        #expect(result.notes.isEmpty, "\(result.notes)")
+        // wb's dirty blocks live only on its cache pool: its digest is the cached view.
+        for lv in ["r4", "r5", "r6", "r10", "wt", "wb"] {
             #expect(try composedDigest(result.dump, top: "vgr-\(lv)") == kernelResult("lvm-raid", "vgr_\(lv).sha256"), "\(lv)")
         }
+    }
+
+    /// Probes the lvm-raid set after giving ra's metadata area `edit`ed text with the next seqno, so
+    /// that copy is the one used.
+    func probeWithNewerMetadata(in dir: TemporaryDirectory, _ edit: (String) -> String) throws -> ProbeResult {
+        let images = try unpackProbeFixtures("lvm-raid", into: dir)
+        let pvs = LVMProbeTests()
+        let text = String(decoding: pvs.currentText(images["ra"]!), as: UTF8.self)
+        let seqno = try #require(text.components(separatedBy: "seqno = ").dropFirst().first?.prefix { $0.isNumber }.description)
+        let bumped = text.replacingOccurrences(of: "seqno = \(seqno)\n", with: "seqno = \(Int(seqno)! + 1)\n")
+        let newer = edit(bumped)
+        #expect(newer != bumped, "the edit found nothing to change")
+        pvs.relocate(images["ra"]!, text: Array(newer.utf8), to: 512)
+        return try probe(images.values.sorted())
+    }
+
+    /// The cache line follows the pool's metadata: format 1 gives `1 <mode>`, the mode is the pool's
+    /// cache_mode, and policy_settings become key/value pairs (as libdevmapper writes them).
+    @Test func theCacheLineFollowsThePoolsFormatModeAndPolicySettings() throws {
+        let dir = TemporaryDirectory()
+        let result = try probeWithNewerMetadata(in: dir) {
+            $0.replacingOccurrences(of: "metadata_format = 2\n", with: "metadata_format = 1\n")
+                .replacingOccurrences(of: "cache_mode = \"writeback\"\n", with: "cache_mode = \"passthrough\"\n")
+                .replacingOccurrences(of: "policy = \"smq\"\n", with: "policy = \"smq\"\npolicy_settings {\nmigration_threshold = 4096\n}\n")
+        }
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        let lines = dumpLines(result, dir)
+        #expect(lines.contains("vgr-wt: 0 4096 cache vgr-wtpool_cpool_cmeta vgr-wtpool_cpool_cdata vgr-wt_corig 128 1 writethrough smq 2 migration_threshold 4096"), "\(lines)")
+        #expect(lines.contains("vgr-wb: 0 4096 cache vgr-wbpool_cpool_cmeta vgr-wbpool_cpool_cdata vgr-wb_corig 128 1 passthrough smq 2 migration_threshold 4096"), "\(lines)")
+    }
+
+    /// lvm's other cache, over a cache volume (`lvconvert --cachevol`: the pool LV is a plain LV, its
+    /// cdata and cmeta layers carved out of it), is said not to be mapped, not guessed at.
+    @Test func aCacheOverACacheVolumeIsReportedAsNotMapped() throws {
+        let result = try probeWithNewerMetadata(in: TemporaryDirectory()) {
+            $0.replacingOccurrences(of: "type = \"cache-pool+METADATA_FORMAT\"\ndata = \"wtpool", with: "type = \"striped\"\ndata = \"wtpool")
+        }
+        #expect(result.notes.contains("LV vgr/wt: a cache over wtpool_cpool, which is not a cache pool (a cachevol): not mapped"), "\(result.notes)")
+        #expect(!result.devices.contains { $0.name == "vgr-wt" })
+        #expect(result.devices.contains { $0.name == "vgr-wb" })
     }
 }
 

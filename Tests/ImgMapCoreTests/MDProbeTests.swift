@@ -227,16 +227,6 @@ import Glibc
 // composed without the raid target, but probe's own reads through the array (the RAID5 data layout,
 // and parity when a member is missing) must give the kernel's LV bytes.
 @Suite struct NASProbeTests {
-    func readAll(_ volume: ProbeVolume) throws -> [UInt8] {
-        var out: [UInt8] = []
-        var at: UInt64 = 0
-        while at < volume.size {
-            out += try volume.read(at: at, count: 1 << 20)
-            at += 1 << 20
-        }
-        return out
-    }
-
     @Test func partitionsRaid5AndLVMBecomeTheKernelsTables() throws {
         let dir = TemporaryDirectory()
         let images = try unpackProbeFixtures("nas", into: dir)
@@ -267,6 +257,51 @@ import Glibc
         #expect(dumpLines(result, dir).contains("nas: 0 134784 raid raid5_ls 1 128 4 - nas_rimage_0 - - - nas_rimage_2 - nas_rimage_3"))
         let lv = try #require(result.volumes["vg_nas-data"])
         #expect(sha256(try readAll(lv)) == kernelResult("nas", "vg_nas_data.sha256"))
+    }
+}
+
+// RAID6 in the layouts beyond mdadm's default, made by the real mdadm 4.2 (Fixtures/probe/md-raid6, the
+// third run of md-parity-fixtures.sh): md's own layouts become `mdraid` lines, the `-6` layout (Q on
+// the last member) dm-raid's `raid6_ls_6` over `_rimage_N` devices — that table, loaded into the
+// kernel through the oracle, presented the same bytes as /dev/md14. Each must compose to the kernel's
+// /dev/mdN, and probe's own reader (what it looks for LVM labels and partitions through) must read the
+// same bytes, whole and with a member missing (its chunks rebuilt from P).
+@Suite struct MDRaid6LayoutProbeTests {
+    struct Array: Sendable, CustomStringConvertible {
+        /// The dump's name, the kernel's result tag, the members' file name prefix, probe's line.
+        var name: String, tag: String, disks: String, line: String
+        var description: String { tag }
+    }
+
+    static let arrays = [
+        Array(name: "r6la", tag: "r6la-v12", disks: "la6", line: "r6la: 0 28672 mdraid raid6 left-asymmetric 128 14336 4 la6a.img 2048 la6b.img 2048 la6c.img 2048 la6d.img 2048"),
+        Array(name: "r6rs", tag: "r6rs-v11", disks: "rs6", line: "r6rs: 0 28672 mdraid raid6 right-symmetric 64 14336 4 rs6a.img 2048 rs6b.img 2048 rs6c.img 2048 rs6d.img 2048"),
+        Array(name: "r6ra", tag: "r6ra-v10", disks: "ra6", line: "r6ra: 0 32704 mdraid raid6 right-asymmetric 32 16352 4 ra6a.img 0 ra6b.img 0 ra6c.img 0 ra6d.img 0"),
+        Array(name: "md13", tag: "r6pf-v090", disks: "pf6", line: "md13: 0 32512 mdraid raid6 parity-first 128 16256 4 pf6a.img 0 pf6b.img 0 pf6c.img 0 pf6d.img 0"),
+        Array(name: "r6ls6", tag: "r6ls6-v12", disks: "ls6", line: "r6ls6: 0 28672 raid raid6_ls_6 1 64 4 - r6ls6_rimage_0 - r6ls6_rimage_1 - r6ls6_rimage_2 - r6ls6_rimage_3"),
+    ]
+
+    @Test(arguments: arrays)
+    func eachLayoutComposesToTheKernelsArray(_ array: Array) throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("md-raid6", into: dir)
+        let members = images.keys.filter { $0.hasPrefix(array.disks) }.sorted()
+        #expect(members.count == 4, "\(members)")
+        let result = try probe(members.map { images[$0]! })
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(dumpLines(result, dir).contains(array.line), "\(result.dump)")
+        let device = try #require(result.devices.first { $0.name == array.name })
+        #expect(String(device.lines.reduce(0) { $0 + $1.length } * 512) == kernelResult("md-raid6", "\(array.tag).size"))
+        #expect(try composedDigest(result.dump, top: array.name) == kernelResult("md-raid6", "\(array.tag).sha256"))
+        #expect(sha256(try readAll(try #require(result.volumes[array.name]))) == kernelResult("md-raid6", "\(array.tag).sha256"))
+
+        // The second member gone: the table has `- -` for it, and both the raid targets and probe's
+        // reader rebuild its chunks.
+        let degraded = try probe(members.enumerated().filter { $0.offset != 1 }.map { images[$0.element]! })
+        let line = try #require(degraded.devices.first { $0.name == array.name }?.lines.first)
+        #expect(line.arguments.contains("-"))
+        #expect(try composedDigest(degraded.dump, top: array.name) == kernelResult("md-raid6", "\(array.tag).sha256"))
+        #expect(sha256(try readAll(try #require(degraded.volumes[array.name]))) == kernelResult("md-raid6", "\(array.tag).sha256"))
     }
 }
 

@@ -48,6 +48,17 @@ func composedDigest(_ dump: String, top: String) throws -> String {
     return sha256(try readAll(SectorMap(top: loaded.top)))
 }
 
+/// Every byte of `volume` as probe's own reader reads it (what it finds labels and tables through).
+func readAll(_ volume: ProbeVolume) throws -> [UInt8] {
+    var out: [UInt8] = []
+    var at: UInt64 = 0
+    while at < volume.size {
+        out += try volume.read(at: at, count: 1 << 20)
+        at += 1 << 20
+    }
+    return out
+}
+
 /// Overwrites `bytes` at `offset` of the file at `path` (to corrupt a fixture copy).
 func patch(_ path: String, at offset: UInt64, _ bytes: [UInt8]) {
     let fd = open(path, O_WRONLY)

@@ -116,7 +116,7 @@ public func lvmDeviceName(vg: String, lv: String) -> String {
 /// origin, `-cow` under a snapshot, `-tpool` under a thin pool's visible linear device).
 /// Segment types: striped (`linear`/`striped`), raid* (`raid`, dm-raid syntax with rmeta/rimage
 /// pairs), mirror (`mirror core|disk … handle_errors`), thin-pool, thin, snapshot (`snapshot-origin`,
-/// `snapshot … P <chunk>`).
+/// `snapshot … P <chunk>`), cache (`cache` over the pool's `_cdata`/`_cmeta` and the `_corig` origin).
 struct LVActivation {
     let prober: Prober
     let vgName: String
@@ -315,6 +315,8 @@ struct LVActivation {
             guard let pool = segment["thin_pool"]?.string else { throw Failure(message: "a thin segment without thin_pool") }
             let tpool = try device(pool, layer: "tpool")
             return (ProbeLine(start: start, length: length, target: "thin", arguments: [tpool, String(segment["device_id"]?.integer ?? 0)]), nil)
+        case "cache":
+            return (try cacheLine(segment, start: start, length: length), nil)
         case let raid where raid.hasPrefix("raid"):
             let names = segment["raids"]?.strings ?? []
             guard names.count >= 2, names.count % 2 == 0 else { throw Failure(message: "a \(raid) segment without rmeta/rimage pairs") }
@@ -337,5 +339,38 @@ struct LVActivation {
         default:
             throw Failure(message: "segment type \(type) is not mapped by probe")
         }
+    }
+
+    /// A cache LV's line as lvm 2.03's libdevmapper writes it (`_cache_emit_segment_line`):
+    /// `cache <_cmeta> <_cdata> <_corig> <chunk> 2 metadata2 <mode>` (`1 <mode>` for format 1), then
+    /// the policy and its settings as key/value pairs. What the kernel prints back is these arguments
+    /// verbatim. The cache pool's settings are the ones used: the cache LV's segment only names the
+    /// pool and the origin.
+    mutating func cacheLine(_ segment: LVMConfig, start: UInt64, length: UInt64) throws -> ProbeLine {
+        guard let poolName = segment["cache_pool"]?.string, let origin = segment["origin"]?.string else {
+            throw Failure(message: "a cache segment without cache_pool or origin")
+        }
+        guard let poolLV = byName[poolName] else { throw Failure(message: "LV \(poolName) is named but not defined") }
+        // The type carries lvm's flags after a `+` (`cache-pool+METADATA_FORMAT`).
+        guard let pool = segments(poolLV).first, pool["type"]?.string?.split(separator: "+").first == "cache-pool" else {
+            throw Failure(message: "a cache over \(poolName), which is not a cache pool (a cachevol)")
+        }
+        guard let data = pool["data"]?.string, let meta = pool["metadata"]?.string else {
+            throw Failure(message: "a cache-pool segment without data or metadata")
+        }
+        let metaDevice = try device(meta), dataDevice = try device(data), originDevice = try device(origin)
+        let mode = pool["cache_mode"]?.string ?? "writethrough"
+        guard ["writethrough", "writeback", "passthrough"].contains(mode) else { throw Failure(message: "cache_mode \(mode)") }
+        var args = [metaDevice, dataDevice, originDevice, String(pool["chunk_size"]?.integer ?? 128)]
+        args += pool["metadata_format"]?.integer == 2 ? ["2", "metadata2", mode] : ["1", mode]
+        // lvm writes the policy into the metadata when it converts; smq is its default for older text.
+        args.append(pool["policy"]?.string ?? "smq")
+        var settings: [[String]] = []
+        if case .section(let items) = pool["policy_settings"] {
+            settings = items.compactMap { key, value in value.integer.map { [key, String($0)] } }
+        }
+        args.append(String(2 * settings.count))
+        args += settings.flatMap { $0 }
+        return ProbeLine(start: start, length: length, target: "cache", arguments: args)
     }
 }

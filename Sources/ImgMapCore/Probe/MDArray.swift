@@ -187,9 +187,10 @@ extension Prober {
             let line = try raidLine(sb, name: name, present: present)
             // Probe's own reader rebuilds a missing chunk through P only.
             if sb.level == 6 && present.count < n - 1 { return ([line], nil) }
-            let layout = ParityLayout(level: sb.level, algorithm: sb.layout, raidDisks: n, chunk: chunk * 512)
+            let geometry = RaidGeometry(level: .parity(try parityAlgorithm(sb, place: "md \(name)"), parityMembers: sb.level == 6 ? 2 : 1),
+                                        members: n, chunk: chunk, memberSectors: sb.componentSectors / chunk * chunk, arraySectors: line.length)
             let members = (0..<n).map { slot in present[slot].map { ($0.volume, $0.superblock.dataOffset * 512) } }
-            return ([line], ProbeVolume(name: name, size: line.length * 512, layout: .parity(layout, members), counter: counter))
+            return ([line], ProbeVolume(name: name, size: line.length * 512, layout: .parity(geometry, members), counter: counter))
         case 10:
             let line = try raidLine(sb, name: name, present: present)
             let near = Int(sb.layout & 0xff), far = Int(sb.layout >> 8 & 0xff)
@@ -215,27 +216,17 @@ extension Prober {
         var length: UInt64
         let component = chunk > 0 ? sb.componentSectors / chunk * chunk : sb.componentSectors
         switch sb.level {
-        case 4:
+        case 4, 5, 6:
             // md's RAID4 keeps parity on the last device: dm-raid's raid5_n (its "raid4" is parity first).
-            type = "raid5_n"
-            length = component * UInt64(n - 1)
-        case 5:
-            let names: [UInt32: String] = [0: "raid5_la", 1: "raid5_ra", 2: "raid5_ls", 3: "raid5_rs", 4: "raid4", 5: "raid5_n"]
-            guard let t = names[sb.layout] else { throw ProbeProblem(place: place, message: "RAID5 layout \(sb.layout) has no dm-raid equivalent") }
-            type = t
-            length = component * UInt64(n - 1)
-        case 6:
-            let names: [UInt32: String] = [8: "raid6_zr", 9: "raid6_nr", 10: "raid6_nc", 5: "raid6_n_6", 16: "raid6_la_6",
-                                           17: "raid6_ra_6", 18: "raid6_ls_6", 19: "raid6_rs_6"]
-            guard let t = names[sb.layout] else {
+            let algorithm = try parityAlgorithm(sb, place: place)
+            let parity = sb.level == 6 ? 2 : 1
+            length = component * UInt64(n - parity)
+            guard let t = RaidTarget.types.first(where: { $0.parity == parity && $0.algorithm == algorithm })?.name else {
                 // md's own RAID6 layouts (mdadm's default among them): dm-raid has no name for them.
-                let md: [UInt32: String] = [0: "left-asymmetric", 1: "right-asymmetric", 2: "left-symmetric",
-                                            3: "right-symmetric", 4: "parity-first", 20: "parity-first-6"]
-                guard let layout = md[sb.layout] else { throw ProbeProblem(place: place, message: "RAID6 layout \(sb.layout) is not one md defines") }
-                return try mdraidLine(sb, layout: layout, length: component * UInt64(n - 2), present: present)
+                let layout = MDRaidTarget.raid6Layouts.first { $0.value == algorithm }!.key
+                return try mdraidLine(sb, layout: layout, length: length, present: present)
             }
             type = t
-            length = component * UInt64(n - 2)
         default:
             let near = UInt64(sb.layout & 0xff), far = UInt64(sb.layout >> 8 & 0xff), offset = sb.layout & 0x10000 != 0
             guard near >= 1, far >= 1, near == 1 || far == 1, near * far >= 2 else {
@@ -265,6 +256,15 @@ extension Prober {
             args += ["-", image]
         }
         return ProbeLine(start: 0, length: length, target: "raid", arguments: args)
+    }
+
+    /// md's layout of a RAID4/5/6 array, refused when md defines no such layout.
+    func parityAlgorithm(_ sb: MDSuperblock, place: String) throws -> ParityAlgorithm {
+        guard let algorithm = ParityAlgorithm(mdLevel: sb.level, layout: sb.layout) else {
+            throw ProbeProblem(place: place, message: sb.level == 5 ? "RAID5 layout \(sb.layout) has no dm-raid equivalent"
+                                                                    : "RAID6 layout \(sb.layout) is not one md defines")
+        }
+        return algorithm
     }
 
     /// imgmap's `mdraid` line, for an array dm-raid cannot present: md's level and layout names, the

@@ -13,8 +13,9 @@ public final class ProbeVolume: @unchecked Sendable {
         case concat([(ProbeVolume, UInt64, UInt64)])
         /// Chunks of `chunk` bytes taken in turn from each (volume, offset).
         case striped([(ProbeVolume, UInt64)], chunk: UInt64)
-        /// An md RAID4/5/6 array's data, by member role (nil: missing).
-        case parity(ParityLayout, [(ProbeVolume, UInt64)?])
+        /// An md RAID4/5/6 array's data, by member role (nil: missing), members as (volume, data
+        /// start in bytes).
+        case parity(RaidGeometry, [(ProbeVolume, UInt64)?])
         /// An md RAID10 near layout: each chunk on `near` consecutive members.
         case near(near: Int, chunk: UInt64, [(ProbeVolume, UInt64)?])
     }
@@ -84,8 +85,8 @@ public final class ProbeVolume: @unchecked Sendable {
                 done += n
                 position += UInt64(n)
             }
-        case .parity(let layout, let members):
-            try layout.read(buffer, at: offset, members: members, name: name)
+        case .parity(let geometry, let members):
+            try readParity(buffer, at: offset, geometry: geometry, members: members)
         case .near(let copies, let chunk, let members):
             var done = 0
             var position = offset
@@ -126,6 +127,42 @@ public final class ProbeVolume: @unchecked Sendable {
             throw ProbeProblem(place: "\(name): bytes \(offset)+\(buffer.count)", message: "the layout above needs bytes past the end of the device (\(size) bytes)")
         }
         try fill(buffer, at: offset)
+    }
+
+    /// An md RAID4/5/6 array's bytes from `offset`, so probe can read the metadata of what the array
+    /// holds without the raid target: a data chunk is read from its member (RaidGeometry says which,
+    /// as md's raid5_compute_sector does) or, when that member is missing, rebuilt as the XOR of the
+    /// rest of its row but Q (P is the XOR of the data).
+    private func readParity(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, geometry: RaidGeometry,
+                            members: [(ProbeVolume, UInt64)?]) throws {
+        let chunk = geometry.chunk * 512
+        var done = 0
+        var position = offset
+        while done < buffer.count {
+            let within = position % chunk
+            let n = Int(min(UInt64(buffer.count - done), chunk - within))
+            let (row, j, _, layout) = geometry.locate(position / 512)
+            let d = layout.dataDisks[j]
+            let memberOffset = row * chunk + within
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
+            if let (volume, start) = members[d] {
+                let bytes = try volume.readExactly(at: start + memberOffset, count: n, what: "a data chunk")
+                bytes.withUnsafeBytes { target.copyMemory(from: $0) }
+            } else {
+                let others = (0..<geometry.members).filter { $0 != d && $0 != layout.q }
+                if others.contains(where: { members[$0] == nil }) {
+                    throw ProbeProblem(place: "md \(name)", message: "a data chunk at array byte \(position) cannot be rebuilt: too many members missing")
+                }
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+                for i in others {
+                    let (volume, start) = members[i]!
+                    let bytes = try volume.readExactly(at: start + memberOffset, count: n, what: "a stripe chunk")
+                    bytes.withUnsafeBytes { Parity.xor(target, $0) }
+                }
+            }
+            done += n
+            position += UInt64(n)
+        }
     }
 }
 

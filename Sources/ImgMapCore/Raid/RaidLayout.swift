@@ -12,6 +12,27 @@ package enum ParityAlgorithm: Sendable {
     case leftAsymmetricPQ, rightAsymmetricPQ, leftSymmetricPQ, rightSymmetricPQ, parity0PQ, parity0Q6
 }
 
+extension ParityAlgorithm {
+    /// The layout of an md RAID4/5/6 superblock: md's algorithm numbers (raid5.h ALGORITHM_*), nil
+    /// for a number md does not define at that level. md's RAID4 keeps parity on the last member
+    /// whatever the number says (raid5_compute_sector ignores it at level 4).
+    init?(mdLevel: Int, layout: UInt32) {
+        let raid5: [UInt32: ParityAlgorithm] = [0: .leftAsymmetric, 1: .rightAsymmetric, 2: .leftSymmetric,
+                                                3: .rightSymmetric, 4: .parity0, 5: .parityN]
+        let raid6: [UInt32: ParityAlgorithm] = [0: .leftAsymmetricPQ, 1: .rightAsymmetricPQ, 2: .leftSymmetricPQ,
+                                                3: .rightSymmetricPQ, 4: .parity0PQ, 5: .parityN6,
+                                                8: .zeroRestart, 9: .nRestart, 10: .nContinue,
+                                                16: .leftAsymmetric6, 17: .rightAsymmetric6, 18: .leftSymmetric6,
+                                                19: .rightSymmetric6, 20: .parity0Q6]
+        switch mdLevel {
+        case 4: self = .parityN
+        case 5: guard let a = raid5[layout] else { return nil }; self = a
+        case 6: guard let a = raid6[layout] else { return nil }; self = a
+        default: return nil
+        }
+    }
+}
+
 package enum Raid10Format: String, Sendable { case near, far, offset }
 
 package enum RaidLevel: Sendable {
@@ -48,6 +69,14 @@ struct RaidGeometry: Sendable {
         case .raid10: members
         case .parity(_, let parity): members - parity
         }
+    }
+
+    /// Where array sector x of a parity set lies: row, data index, inner sector, the row's layout.
+    func locate(_ x: UInt64) -> (row: UInt64, j: Int, inner: UInt64, layout: RowLayout) {
+        let k = UInt64(dataMembers)
+        let chunkIndex = x / chunk
+        let r = chunkIndex / k
+        return (r, Int(chunkIndex % k), x % chunk, row(r))
     }
 
     func row(_ r: UInt64) -> RowLayout {

@@ -24,14 +24,6 @@ final class RaidSource: ComputedSource {
 
     var firstLeg: Int { (0..<geometry.members).first(where: present)! }
 
-    /// Where array sector x of a parity set lies: row, data index, inner sector, the row's layout.
-    func locate(_ x: UInt64) -> (row: UInt64, j: Int, inner: UInt64, layout: RowLayout) {
-        let k = UInt64(geometry.dataMembers)
-        let chunkIndex = x / geometry.chunk
-        let r = chunkIndex / k
-        return (r, Int(chunkIndex % k), x % geometry.chunk, geometry.row(r))
-    }
-
     /// The member a piece starting at x reads from directly (nil when rebuilt).
     func readToken(_ x: UInt64) -> String? {
         switch geometry.level {
@@ -39,7 +31,8 @@ final class RaidSource: ComputedSource {
         case .raid1: return members[firstLeg].dataToken
         case .raid10: return geometry.raid10Copies(x).first(where: { present($0.member) }).map { members[$0.member].dataToken }
         case .parity:
-            let disk = locate(x).layout.dataDisks[locate(x).j]
+            let (_, j, _, layout) = geometry.locate(x)
+            let disk = layout.dataDisks[j]
             return present(disk) ? members[disk].dataToken : nil
         }
     }
@@ -81,7 +74,7 @@ final class RaidSource: ComputedSource {
         case .parity:
             try forEachChunkPiece(sector, count) { x, piece, at in
                 let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<at + Int(piece * sectorSize)])
-                let (r, j, inner, layout) = locate(x)
+                let (r, j, inner, layout) = geometry.locate(x)
                 let disk = layout.dataDisks[j]
                 let memberSector = r * geometry.chunk + inner
                 if present(disk) {
@@ -177,10 +170,10 @@ final class RaidSource: ComputedSource {
 
     /// Writes array sectors [from, to) of one row, and the row's parity over the touched inner range.
     func writeRow(_ bytes: UnsafeRawBufferPointer, from: UInt64, to: UInt64, base: UInt64, io: DeviceIO) throws {
-        let (r, _, _, layout) = locate(from)
+        let (r, _, _, layout) = geometry.locate(from)
         var touched: [(j: Int, inner: UInt64, count: UInt64, at: Int)] = []
         forEachChunkPiece(from, to - from) { x, piece, _ in
-            let (_, j, inner, _) = locate(x)
+            let (_, j, inner, _) = geometry.locate(x)
             touched.append((j, inner, piece, Int((x - base) * sectorSize)))
         }
         let lo = touched.map(\.inner).min()!
@@ -233,7 +226,7 @@ final class RaidSource: ComputedSource {
             }
         case .parity:
             try forEachChunkPiece(sector, count) { x, piece, _ in
-                let (r, _, inner, _) = locate(x)
+                let (r, _, inner, _) = geometry.locate(x)
                 // A write reads and rewrites the whole row over this inner range.
                 for k in 0..<geometry.members where present(k) {
                     try body(members[k].device!, members[k].dataToken, members[k].dataOffset + r * geometry.chunk + inner, piece)
@@ -253,7 +246,7 @@ final class RaidSource: ComputedSource {
             let copy = geometry.raid10Copies(sector).first(where: { present($0.member) })!
             return "\(typeName) member \(name(copy.member)) sector \(members[copy.member].dataOffset + copy.sector)"
         case .parity:
-            let (r, j, inner, layout) = locate(sector)
+            let (r, j, inner, layout) = geometry.locate(sector)
             let disk = layout.dataDisks[j]
             let memberSector = r * geometry.chunk + inner
             if present(disk) {

@@ -15,14 +15,18 @@ for d in r0a r0b r1a r1b lna lnb v09a v09b v10a v10b v11a v11b stla stlb stlc; d
 "$oracle" --timeout 300 -q --guest-script "$here/lvm-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/lvm-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" --blank pva=16M --blank pvb=16M --blank mda=16M --blank mdb=16M \
     --out-dir "$work/lvm"
-# md-parity (levels 4, 5, 6) and md-raid10 (RAID10 layouts, degraded RAID5 and RAID6): one guest
-# script, run twice, since a guest has room for about 30 disks.
+# md-parity (levels 4, 5, 6), md-raid10 (RAID10 layouts, degraded RAID5 and RAID6) and md-raid6
+# (RAID6 layouts beyond mdadm's default): one guest script, run three times, since a guest has room
+# for about 30 disks.
 parity_disks=""; for d in p4a p4b p4c p5a p5b p5c q5a q5b q5c q5d p6a p6b p6c p6d; do parity_disks="$parity_disks --blank $d=8M"; done
+raid6_disks=""; for a in la6 rs6 ra6 pf6 ls6; do for m in a b c d; do raid6_disks="$raid6_disks --blank $a$m=8M"; done; done
 raid10_disks=""; for d in tna tnb tnc tnd tfa tfb tfc toa tob toc dga dgb dgc eda edb edc edd ede; do raid10_disks="$raid10_disks --blank $d=8M"; done
 "$oracle" --timeout 900 -q --guest-script "$here/md-parity-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/md-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" $parity_disks --out-dir "$work/md-parity"
 "$oracle" --timeout 900 -q --guest-script "$here/md-parity-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/md-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" $raid10_disks --out-dir "$work/md-raid10"
+"$oracle" --timeout 900 -q --guest-script "$here/md-parity-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/md-lib.sh" \
+    --guest-file pattern.bin="$work/pattern.bin" $raid6_disks --out-dir "$work/md-raid6"
 # nas: four disks with one GPT partition each (sgdisk on the host), RAID5 + LVM made in the guest.
 for d in nas1 nas2 nas3 nas4; do
     rm -f "$work/$d.img"; truncate -s 24M "$work/$d.img"
@@ -37,7 +41,7 @@ done
 "$oracle" --timeout 300 -q --guest-script "$here/lvm-raid-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/lvm-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" --blank ra=32M --blank rb=32M --blank rc=32M --blank rd=32M --blank re=32M \
     --out-dir "$work/lvm-raid"
-for set in md md-parity md-raid10 lvm nas lvm-types lvm-raid; do
+for set in md md-parity md-raid10 md-raid6 lvm nas lvm-types lvm-raid; do
     mkdir -p "$here/$set"
     for img in "$work/$set"/*.img; do gzip -9n < "$img" > "$here/$set/$(basename "$img").gz"; done
     rm -rf "$here/$set/results"; cp -r "$work/$set/results" "$here/$set/results"
