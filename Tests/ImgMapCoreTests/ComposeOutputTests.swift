@@ -111,6 +111,40 @@ struct ComposeOutputTests {
         #expect(allocated[.always]! <= 64 * 1024)
     }
 
+    @Test(arguments: [Compose.Sparse.auto, .always])
+    func manyShortExtentsFromTwoImagesKeepEveryByte(_ sparse: Compose.Sparse) throws {
+        // Hundreds of short extents taken alternately from A and B (as a snapshot's chunks or a thin
+        // pool's blocks come), lengths not multiples of the 4 KiB zero-detection block nor of the
+        // 64 KiB buffer, broken by a zero segment, an error segment read as zeros and a window of Z's
+        // zeros.
+        let f = StreamFixture()
+        let z = zeroHeavyImage(f.folder)
+        var table = ""
+        var at: UInt64 = 0
+        for i in 0..<300 {
+            let length = UInt64(1 + (i * 7) % 17)
+            let line: String
+            switch i {
+            case 100: line = "zero"
+            case 200: line = "error"
+            case 250: line = "linear Z 0"
+            default: line = "linear \(i % 2 == 0 ? "A" : "B") \((UInt64(i) * 37) % 4000)"
+            }
+            table += "\(at) \(length) \(line)\n"
+            at += length
+        }
+        let loaded = try loadTables(table, devices: ["A": f.a, "B": f.b, "Z": z])
+        let map = SectorMap(top: loaded.top)
+        let path = f.folder.file("out-\(sparse).img")
+        let out = try OutputFile(path: path, inputs: loaded.leaves.map(\.image))
+        var options = Compose.Options(onError: .zero, sparse: sparse)
+        options.bufferSize = 64 << 10
+        let report = try Compose(map: map, options: options).run(to: out)
+        try out.commit()
+        expectSameBytes(readBytes(path), try readAll(map))
+        #expect(report.errors.ranges.count == 1)
+    }
+
     /// Z: 2048 sectors, fully written: zeros except 8 KiB of data at 512 KiB.
     func zeroHeavyImage(_ folder: TemporaryDirectory) -> String {
         var bytes = [UInt8](repeating: 0, count: 2048 * 512)
