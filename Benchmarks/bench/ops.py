@@ -3,6 +3,7 @@
 from .model import *  # noqa: F401,F403
 from .metadata_targets import metadata_target_goals, metadata_target_ops  # noqa: F401
 from .raid_targets import raid_target_goals, raid_target_ops  # noqa: F401
+from .probe_targets import probe_target_goals, probe_target_ops  # noqa: F401
 
 
 def build_ops(I, W, imgmap, has):
@@ -246,4 +247,6 @@ def build_ops(I, W, imgmap, has):
     ops += metadata_target_ops(I, W, imgmap, has)
     # raid5/raid6: parity sets against striped, healthy and degraded
     ops += raid_target_ops(I, W, imgmap, has)
+    # probe: metadata read from multi-terabyte sparse disks
+    ops += probe_target_ops(I, W, imgmap, has)
     return ops

@@ -147,6 +147,7 @@ def targets(ops, I):
         r1 = I.member_sizes[0] / med(s1) / 1e6
         out.append(f"- serve striped set: {r3:,.0f} MB/s, {r3 / r1:.2f}× the MB/s of serving one member ({r1:,.0f} MB/s)")
     raid_target_goals(find, med, ratio, out)
+    probe_target_goals(find, med, out)
     # The two million-entry maps hold their entries in memory by design (24 B per thin run).
     big = [(op.name, v.tool, max(v.rss) / 1024) for op in ops for v in op.variants
            if v.imgmap and v.rss and not op.name.startswith(f"{SEGMENTS:,}") and not op.name.startswith("map of a thin")]
