@@ -339,6 +339,9 @@ import Glibc
             "md0p1: 0 8192 linear md0 2048",
             "md0p2: 0 16384 linear md0 10240",
         ])
+        // mdadm --create /dev/md0 without --name wrote `host:0`, which mdadm assembles as /dev/md/0, md0.
+        #expect(kernelResult("md-part", "md0-examine-mpa.txt").contains("Name : dm-oracle:0  (local to host dm-oracle)"))
+        #expect(kernelResult("md-part", "md0-examine-scan.txt").hasPrefix("ARRAY /dev/md/0 "))
         // The starts and sizes sfdisk --dump printed in the guest.
         let dump = kernelResult("md-part", "sfdisk-dump.txt")
         #expect(dump.contains("/dev/md0p1 : start=        2048, size=        8192"))
