@@ -21,11 +21,7 @@ struct LuksCommand: ParsableCommand {
     @Argument(help: "The LUKS image (or block device).")
     var image: String
 
-    @Option(help: "A file holding the passphrase; one trailing newline is not part of it.")
-    var passphraseFile: String?
-
-    @Option(help: "A key file: every byte is the passphrase, as cryptsetup's --key-file (at most 8 MiB).")
-    var keyFile: String?
+    @OptionGroup var secret: LUKSSecretOptions
 
     @Flag(help: "Print the volume key in the table line (as `dmsetup table --showkeys`).")
     var showKeys = false
@@ -34,14 +30,13 @@ struct LuksCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard (passphraseFile == nil) != (keyFile == nil) else {
+        guard secret.given else {
             throw ValidationError("Give exactly one of --passphrase-file and --key-file.")
         }
     }
 
     func run() throws {
-        let passphrase = try LUKSVolume.readSecret(path: passphraseFile ?? keyFile!, keyFile: keyFile != nil,
-                                                    option: keyFile != nil ? "--key-file" : "--passphrase-file")
+        guard let passphrase = try secret.read() else { preconditionFailure("validate() requires a secret") }
         let file = try ImageFile(openForReading: image)
         let volume = try LUKSVolume.load(image: file)
         for warning in volume.warnings { writeStderr("imgmap: warning: \(warning)\n") }

@@ -17,11 +17,22 @@ struct ProbeCommand: ParsableCommand {
             loops, duplicate PV UUIDs, missing PVs) go to stderr and make the exit status 65; what is \
             sound is still printed.
 
+            LUKS headers are reported; with --passphrase-file or --key-file each LUKS volume found (on \
+            an image, a partition, an LV) that the secret opens becomes the crypt line `imgmap luks` \
+            prints for it, named `luks-<UUID>` as systemd-cryptsetup and udisks name it, and what it \
+            holds is probed in turn (its lines follow the crypt line). The key is zeros, as `dmsetup \
+            table` shows it, unless --show-keys: a dump to compose in one step needs --show-keys (the \
+            file then holds the volume key: keep it private), or give compose the raw volume key with \
+            `--key luks-<UUID>=FILE`. A volume the secret does not open is a problem (exit 65) and is \
+            still reported.
+
             EXAMPLES:
               imgmap probe disk.img
               imgmap probe nas1.img nas2.img nas3.img nas4.img > layout.txt
               imgmap compose layout.txt --top vg_nas-data -o data.img
               imgmap probe --json disk.img | jq '.devices[].partition_table.partitions'
+              imgmap probe laptop.img --passphrase-file pw --show-keys > layout.txt
+              imgmap compose layout.txt --top vg-root -o root.img
             """)
 
     @Argument(help: "The images (or block devices) to read.")
@@ -39,15 +50,22 @@ struct ProbeCommand: ParsableCommand {
     @Flag(help: "Activate volume groups with missing PVs too, their areas on those PVs as error segments (lvm --activationmode partial).")
     var partial = false
 
+    @OptionGroup var secret: LUKSSecretOptions
+
+    @Flag(help: "Print the volume keys in the crypt lines and the JSON (as `dmsetup table --showkeys`), so the dump composes as it is.")
+    var showKeys = false
+
     func validate() throws {
         if images.isEmpty { throw ValidationError("name at least one image") }
+        if showKeys && !secret.given { throw ValidationError("--show-keys needs --passphrase-file or --key-file") }
         if let sectorSize, sectorSize != 512 && sectorSize != 4096 {
             throw ValidationError("--sector-size must be 512 or 4096")
         }
     }
 
     func run() throws {
-        let result = try Prober(images: images, options: .init(sectorSize: sectorSize, partial: partial)).run()
+        let options = Prober.Options(sectorSize: sectorSize, partial: partial, passphrase: try secret.read(), showKeys: showKeys)
+        let result = try Prober(images: images, options: options).run()
         let text = json ? result.report.text(pretty: true) + "\n" : result.dump
         let out = try OutputFile(path: output ?? "-", inputs: result.images)
         try Array(text.utf8).withUnsafeBytes { try out.file.append($0) }

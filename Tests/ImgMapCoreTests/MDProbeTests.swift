@@ -320,3 +320,48 @@ import Glibc
         #expect(first.hasSuffix("at sector 16256): the member is left out; zero the stale one with mdadm --zero-superblock --metadata=…"))
     }
 }
+
+// Partitions on md (Fixtures/probe/md-part, md-part-fixtures.sh): a GPT written on /dev/md0, a RAID5
+// of three members, by the real sfdisk in the kernel oracle's guest. The array's name is the number
+// mdadm --create /dev/md0 writes (`host:0`), so it is md0 and its partitions md0p1, md0p2 as the
+// kernel showed them; each composes to the guest's digest of /dev/md0pN.
+@Suite struct MDPartitionProbeTests {
+    @Test func aGPTOnAnMDArrayGivesItsPartitionsAsTheKernelShowedThem() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("md-part", into: dir)
+        let result = try probe(images.values.sorted())
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(dumpLines(result, dir) == [
+            "md0_rimage_0: 0 14336 linear mpa.img 2048",
+            "md0_rimage_1: 0 14336 linear mpb.img 2048",
+            "md0_rimage_2: 0 14336 linear mpc.img 2048",
+            "md0: 0 28672 raid raid5_ls 1 128 3 - md0_rimage_0 - md0_rimage_1 - md0_rimage_2",
+            "md0p1: 0 8192 linear md0 2048",
+            "md0p2: 0 16384 linear md0 10240",
+        ])
+        // mdadm --create /dev/md0 without --name wrote `host:0`, which mdadm assembles as /dev/md/0, md0.
+        #expect(kernelResult("md-part", "md0-examine-mpa.txt").contains("Name : dm-oracle:0  (local to host dm-oracle)"))
+        #expect(kernelResult("md-part", "md0-examine-scan.txt").hasPrefix("ARRAY /dev/md/0 "))
+        // The starts and sizes sfdisk --dump printed in the guest.
+        let dump = kernelResult("md-part", "sfdisk-dump.txt")
+        #expect(dump.contains("/dev/md0p1 : start=        2048, size=        8192"))
+        #expect(dump.contains("/dev/md0p2 : start=       10240, size=       16384"))
+        for name in ["md0", "md0p1", "md0p2"] {
+            let device = try #require(result.devices.first { $0.name == name })
+            #expect(String(device.lines.reduce(0) { $0 + $1.length } * 512) == kernelResult("md-part", "\(name).size"), "\(name) size")
+            #expect(try composedDigest(result.dump, top: name) == kernelResult("md-part", "\(name).sha256"), "\(name) bytes")
+        }
+        // probe's own reader through the parity layout and the partition reads the same bytes.
+        #expect(sha256(try readAll(try #require(result.volumes["md0p1"]))) == kernelResult("md-part", "md0p1.sha256"))
+    }
+
+    @Test func theArrayStillComposesWithAMemberMissing() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("md-part", into: dir)
+        let result = try probe([images["mpa"]!, images["mpc"]!])
+        #expect(dumpLines(result, dir).contains("md0p1: 0 8192 linear md0 2048"))
+        #expect(try composedDigest(result.dump, top: "md0p1") == kernelResult("md-part", "md0p1.sha256"))
+        #expect(try composedDigest(result.dump, top: "md0p2") == kernelResult("md-part", "md0p2.sha256"))
+    }
+}
+

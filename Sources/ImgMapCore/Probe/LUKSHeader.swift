@@ -21,7 +21,8 @@ struct LUKSHeader {
     /// Where a LUKS2 secondary header may be, by the header-area sizes cryptsetup allows.
     static let luks2Offsets: [UInt64] = [0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000]
 
-    var json: JSONValue {
+    /// The report's entry; `opened` says what probe did with it when a passphrase was given.
+    func json(opened: [(String, JSONValue)]) -> JSONValue {
         var o: [(String, JSONValue)] = [("version", .number(Int64(version))), ("uuid", .string(uuid)), ("cipher", .string(cipher)),
                                         ("payload_offset", .unsigned(payloadOffset)), ("active_keyslots", .number(Int64(activeKeyslots)))]
         if let keyBytes { o.append(("key_bytes", .number(Int64(keyBytes)))) }
@@ -29,7 +30,7 @@ struct LUKSHeader {
         if let label, !label.isEmpty { o.append(("label", .string(label))) }
         if let sectorSize { o.append(("sector_size", .number(Int64(sectorSize)))) }
         if !notes.isEmpty { o.append(("notes", .array(notes.map { .string($0) }))) }
-        return .object(o)
+        return .object(o + opened)
     }
 
     /// The header at the start of `volume`, nil when there is no LUKS magic; a header that fails its

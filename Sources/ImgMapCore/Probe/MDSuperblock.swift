@@ -63,8 +63,11 @@ package struct MDSuperblock: Sendable {
     }
 
     /// The name mdadm assembles the array as: the array name without `homehost:`, else `md<minor>`.
+    /// A number N (what `mdadm --create /dev/mdN` without --name writes, `host:N`) is /dev/mdN, so its
+    /// partitions are mdNp1… as the kernel names them.
     package var arrayName: String? {
         let short = name.split(separator: ":", maxSplits: 1).last.map(String.init) ?? ""
+        if !short.isEmpty, short.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { return "md\(short)" }
         return short.isEmpty ? nil : short
     }
 

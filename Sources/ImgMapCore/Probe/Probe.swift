@@ -17,10 +17,17 @@ public final class Prober {
         /// Activate VGs with missing PVs too, their areas on those PVs as `error` segments
         /// (`lvm --activationmode partial`).
         public var partial: Bool
-        /// Options as `probe` has them without flags: the sector size found, complete VGs only.
-        public init(sectorSize: Int? = nil, partial: Bool = false) {
+        /// What opens the LUKS volumes found (as `imgmap luks` reads it); nil: they are reported only.
+        public var passphrase: SecretBytes?
+        /// Crypt lines carry the volume key instead of zeros (`dmsetup table --showkeys`).
+        public var showKeys: Bool
+        /// Options as `probe` has them without flags: the sector size found, complete VGs only, LUKS
+        /// volumes not opened.
+        public init(sectorSize: Int? = nil, partial: Bool = false, passphrase: SecretBytes? = nil, showKeys: Bool = false) {
             self.sectorSize = sectorSize
             self.partial = partial
+            self.passphrase = passphrase
+            self.showKeys = showKeys
         }
     }
 
@@ -112,9 +119,13 @@ public final class Prober {
         do {
             if let luks = try LUKSHeader.read(volume) {
                 recognised += 1
-                entry.append(("luks", luks.json))
                 for note in luks.notes { notes.append("\(volume.name): LUKS\(luks.version): \(note)") }
-                notes.append("\(volume.name): LUKS\(luks.version) \(luks.uuid) (\(luks.cipher), payload at sector \(luks.payloadOffset)): not opened; probe reads no keys")
+                guard let passphrase = options.passphrase else {
+                    entry.append(("luks", luks.json(opened: [])))
+                    notes.append("\(volume.name): LUKS\(luks.version) \(luks.uuid) (\(luks.cipher), payload at sector \(luks.payloadOffset)): not opened; probe reads no keys")
+                    return .object(entry)
+                }
+                entry.append(("luks", luks.json(opened: open(volume, luks, passphrase))))
                 return .object(entry)
             }
             switch MDSuperblock.find(volume) {
@@ -155,6 +166,33 @@ public final class Prober {
             entry.append(("problem", .string("\(error)")))
         }
         return .object(entry)
+    }
+
+    /// Unlocks the LUKS volume on `volume` as `imgmap luks` does and maps it as systemd-cryptsetup and
+    /// udisks name it, `luks-<UUID>`: the crypt line `imgmap luks` prints, over the volume's dump name.
+    /// Its plaintext goes on the worklist (a PV or a partition table inside is found). A passphrase
+    /// that opens no keyslot is a problem naming the volume; the header stays reported.
+    func open(_ volume: ProbeVolume, _ header: LUKSHeader, _ passphrase: SecretBytes) -> [(String, JSONValue)] {
+        do {
+            let luks = try LUKSVolume.load(image: volume)
+            for warning in luks.warnings { notes.append(warning) }
+            let (key, _) = try luks.unlock(image: volume, passphrase: passphrase)
+            let text = try luks.tableLine(device: volume.name, deviceSectors: volume.size / 512, key: key, showKey: options.showKeys)
+            let words = text.split(separator: " ").map(String.init)
+            guard words.count >= 3, let start = UInt64(words[0]), let length = UInt64(words[1]) else {
+                preconditionFailure("LUKSVolume.tableLine wrote `start length target …`")
+            }
+            let transform = try CryptTransform(spec: luks.cipher, key: key, ivOffset: luks.ivTweak, unitSectors: luks.sectorSize / 512)
+            let name = claim("luks-\(header.uuid)")
+            addDevice(name, [ProbeLine(start: start, length: length, target: words[2], arguments: Array(words[3...]))])
+            worklist.append(ProbeVolume(name: name, size: length * 512, layout: .decrypted(volume, offset: luks.offset, transform), counter: counter))
+            return [("opened", true), ("device", .string(name))]
+        } catch let failure as TargetError {
+            problems.append("\(volume.name): LUKS\(header.version) \(header.uuid): cipher `\(header.cipher)`: \(failure.message)\(failure.detail.map { " (\($0))" } ?? "")")
+        } catch {
+            problems.append("\(error)")
+        }
+        return [("opened", false)]
     }
 
     /// A GPT (behind a protective MBR) or an MBR table, with the logical sector size given or found.

@@ -18,6 +18,9 @@ public final class ProbeVolume: @unchecked Sendable {
         case parity(RaidGeometry, [(ProbeVolume, UInt64)?])
         /// An md RAID10 near layout: each chunk on `near` consecutive members.
         case near(near: Int, chunk: UInt64, [(ProbeVolume, UInt64)?])
+        /// An opened LUKS volume's plaintext: the volume below from `offset`, decrypted by the crypt
+        /// target's own transform (the cipher, key, IV offset and crypto unit of its crypt line).
+        case decrypted(ProbeVolume, offset: UInt64, CryptTransform)
     }
 
     /// How tables refer to the volume: the image path as given, or the dump's device name.
@@ -41,7 +44,7 @@ public final class ProbeVolume: @unchecked Sendable {
         self.counter = counter
         switch layout {
         case .image: depth = 0
-        case .slice(let parent, _): depth = parent.depth + 1
+        case .slice(let parent, _), .decrypted(let parent, _, _): depth = parent.depth + 1
         case .concat(let pieces): depth = (pieces.map { $0.0.depth }.max() ?? 0) + 1
         case .striped(let members, _): depth = (members.map { $0.0.depth }.max() ?? 0) + 1
         case .parity(_, let members), .near(_, _, let members): depth = (members.compactMap { $0?.0.depth }.max() ?? 0) + 1
@@ -87,6 +90,8 @@ public final class ProbeVolume: @unchecked Sendable {
             }
         case .parity(let geometry, let members):
             try readParity(buffer, at: offset, geometry: geometry, members: members)
+        case .decrypted(let parent, let start, let transform):
+            try readDecrypted(buffer, at: offset, from: parent, start: start, transform: transform)
         case .near(let copies, let chunk, let members):
             var done = 0
             var position = offset
@@ -129,6 +134,24 @@ public final class ProbeVolume: @unchecked Sendable {
         try fill(buffer, at: offset)
     }
 
+    /// Plaintext from `offset`: the crypto units covering the range are read from `parent` and
+    /// decrypted whole (a unit's IV is its first sector in the segment), then the range is copied out.
+    private func readDecrypted(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, from parent: ProbeVolume, start: UInt64,
+                               transform: CryptTransform) throws {
+        let unit = transform.unitSectors * 512
+        let first = offset / unit * unit
+        let end = (offset + UInt64(buffer.count) + unit - 1) / unit * unit
+        let units = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - first), alignment: 16)
+        defer {
+            units.initializeMemory(as: UInt8.self, repeating: 0)   // plaintext does not linger in freed memory
+            units.deallocate()
+        }
+        try parent.fillChecked(units, at: start + first)
+        try transform.transform(units, firstSector: first / 512, encrypt: false)
+        let skip = Int(offset - first)
+        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: units[skip..<skip + buffer.count]))
+    }
+
     /// An md RAID4/5/6 array's bytes from `offset`, so probe can read the metadata of what the array
     /// holds without the raid target: a data chunk is read from its member (RaidGeometry says which,
     /// as md's raid5_compute_sector does) or, when that member is missing, rebuilt as the XOR of the
@@ -163,6 +186,15 @@ public final class ProbeVolume: @unchecked Sendable {
             done += n
             position += UInt64(n)
         }
+    }
+}
+
+/// LUKS headers and key material are read through the layers below, as any metadata.
+extension ProbeVolume: LUKSMedium {
+    public var path: String { name }
+    public func byteSize() -> UInt64 { size }
+    public func readExactly(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        try fillChecked(buffer, at: offset)
     }
 }
 

@@ -1,6 +1,16 @@
 import CArgon2
 import Foundation
 
+/// What a LUKS header and its key material are read from: an image file, or a partition, array or LV
+/// that `probe` reads through to its images. `path` names it in messages.
+public protocol LUKSMedium {
+    var path: String { get }
+    func byteSize() throws -> UInt64
+    func readExactly(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+}
+
+extension ImageFile: LUKSMedium {}
+
 /// A LUKS1 or LUKS2 volume opened from its header: the data segment's cipher, offset and size, and
 /// (after `unlock`) the volume key, so that the crypt table line cryptsetup would load can be printed.
 ///
@@ -69,8 +79,8 @@ public struct LUKSVolume {
     static let magic1: [UInt8] = [0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]   // "LUKS\xba\xbe"
     static let magic2: [UInt8] = [0x53, 0x4b, 0x55, 0x4c, 0xba, 0xbe]   // "SKUL\xba\xbe", LUKS2 secondary
 
-    /// Reads the header(s) of `image`; no key derivation yet.
-    public static func load(image: ImageFile) throws -> LUKSVolume {
+    /// Reads the header(s) of `image` (a file, or a volume `probe` found); no key derivation yet.
+    public static func load(image: some LUKSMedium) throws -> LUKSVolume {
         let path = image.path
         let fileSize = try image.byteSize()
         guard fileSize >= 592 else {
@@ -95,7 +105,7 @@ public struct LUKSVolume {
 
     // MARK: LUKS1
 
-    static func luks1(_ image: ImageFile, _ h: [UInt8]) throws -> LUKSVolume {
+    static func luks1(_ image: some LUKSMedium, _ h: [UInt8]) throws -> LUKSVolume {
         let path = image.path
         let cipherName = cString(h[8..<40]), cipherMode = cString(h[40..<72]), hash = cString(h[72..<104])
         let payload = UInt64(be32(h, 104)), keyBytes = Int(be32(h, 108))
@@ -127,7 +137,7 @@ public struct LUKSVolume {
     /// Offsets cryptsetup looks for a secondary header at when the primary cannot say.
     static let secondaryOffsets: [UInt64] = [0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000]
 
-    static func luks2(_ image: ImageFile, primaryProblem: String?) throws -> LUKSVolume? {
+    static func luks2(_ image: some LUKSMedium, primaryProblem: String?) throws -> LUKSVolume? {
         let path = image.path
         var problems: [String] = []
         var primary: (seqid: UInt64, json: [String: Any], size: UInt64)?
@@ -166,7 +176,7 @@ public struct LUKSVolume {
 
     /// One LUKS2 header copy at `offset`: magic, version, size, checksum (SHA-256 over the header and
     /// its JSON area with the checksum field zeroed), then the JSON text.
-    static func checkLUKS2(_ image: ImageFile, at offset: UInt64, magic: [UInt8]) -> Result<(seqid: UInt64, json: [String: Any], size: UInt64), HeaderProblem> {
+    static func checkLUKS2(_ image: some LUKSMedium, at offset: UInt64, magic: [UInt8]) -> Result<(seqid: UInt64, json: [String: Any], size: UInt64), HeaderProblem> {
         guard let fileSize = try? image.byteSize(), offset + 4096 <= fileSize,
               let bin = try? read(image, at: offset, count: 4096) else {
             return .failure(HeaderProblem(description: "truncated (the image ends before the 4096-byte binary header)"))
@@ -294,7 +304,7 @@ public struct LUKSVolume {
 
     /// The volume key from `passphrase`: each keyslot whose digest covers the data segment is tried
     /// in order. A passphrase that opens none is a `.noPermission` failure.
-    public func unlock(image: ImageFile, passphrase: SecretBytes) throws -> (key: SecretBytes, keyslot: String) {
+    public func unlock(image: some LUKSMedium, passphrase: SecretBytes) throws -> (key: SecretBytes, keyslot: String) {
         let usable = keyslots.filter { slot in digests.contains { $0.keyslots.contains(slot.id) } }
         guard !usable.isEmpty else {
             throw Failure(description: "\(image.path): LUKS\(version) volume has no active keyslot for its data segment", exitStatus: .dataError)
@@ -313,7 +323,7 @@ public struct LUKSVolume {
     }
 
     /// The candidate volume key a keyslot gives for `passphrase` (not yet checked against a digest).
-    func open(_ slot: Keyslot, image: ImageFile, passphrase: SecretBytes) throws -> SecretBytes? {
+    func open(_ slot: Keyslot, image: some LUKSMedium, passphrase: SecretBytes) throws -> SecretBytes? {
         let where_ = "\(image.path): LUKS\(version) keyslot \(slot.id)"
         guard let derived = try derive(slot.kdf, passphrase: passphrase, length: slot.areaKeyBytes, place: where_) else { return nil }
         let materialBytes = slot.keyBytes * slot.stripes
@@ -391,7 +401,7 @@ public struct LUKSVolume {
 
     // MARK: bytes
 
-    static func read(_ image: ImageFile, at offset: UInt64, count: Int) throws -> [UInt8] {
+    static func read(_ image: some LUKSMedium, at offset: UInt64, count: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try image.readExactly(into: $0, at: offset) }
         return bytes
