@@ -47,6 +47,46 @@ import Glibc
         #expect(names.firstIndex(of: "nas")! < names.firstIndex(of: "nas--vg-data")!)
     }
 
+    /// `--json` gives each segment's areas resolved to the device and sector the table reads, and
+    /// the settings lvm recorded: a script can rebuild the striped and linear lines from the report.
+    @Test func theReportGivesEachSegmentsAreasAsTheTableUsesThem() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let result = try probe(images.values.sorted())
+        guard case .array(let vgs) = result.report["lvm"], let vg0 = vgs.first(where: { $0["name"] == "vg0" }),
+              case .array(let lvs) = vg0["lvs"] else { Issue.record("no vg0 in \(result.report.text())"); return }
+        var rebuilt: [String] = []
+        for lv in lvs {
+            guard case .array(let segments) = lv["segments"], case .string(let device) = lv["device"] else { continue }
+            for segment in segments {
+                guard case .string(let type) = segment["type"], case .unsigned(let start) = segment["start"],
+                      case .unsigned(let length) = segment["length"], case .array(let areas) = segment["areas"] else {
+                    Issue.record("segment without areas: \(segment.text())"); continue
+                }
+                let places = areas.map { area -> String in
+                    guard case .string(let path) = area["device"], case .unsigned(let sector) = area["sector"] else { return "?" }
+                    return "\(path.replacingOccurrences(of: dir.path + "/", with: "")) \(sector)"
+                }
+                if type == "striped", areas.count == 1 {
+                    rebuilt.append("\(device): \(start) \(length) linear \(places[0])")
+                } else if case .number(let stripe) = segment["stripe_size"] {
+                    rebuilt.append("\(device): \(start) \(length) striped \(areas.count) \(stripe) \(places.joined(separator: " "))")
+                }
+            }
+        }
+        let vg0Lines = dumpLines(result, dir).filter { $0.hasPrefix("vg0-") }
+        #expect(rebuilt.sorted() == vg0Lines.sorted())
+        #expect(vg0Lines.count == 4)
+        #expect(result.report.text().contains("\"pv\":\"pv0\",\"device\":\"\(images["pva"]!)\",\"extent\":"))
+    }
+
+    @Test func aPartialVolumeGroupsReportSaysWhichAreasAreMissing() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm", into: dir)
+        let result = try probe([images["pva"]!], partial: true)
+        #expect(result.report.text().contains("\"pv\":\"pv1\",\"device\":null,\"extent\":"))
+    }
+
     @Test func lvNamesDoubleTheirDashes() {
         #expect(lvmDeviceName(vg: "nas-vg", lv: "my-data") == "nas--vg-my--data")
         #expect(lvmDeviceName(vg: "vg0", lv: "root") == "vg0-root")

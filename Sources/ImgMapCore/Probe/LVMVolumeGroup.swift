@@ -157,6 +157,50 @@ struct LVActivation {
         lv.sections.filter { $0.0.hasPrefix("segment") }.map(\.1)
     }
 
+    /// A segment in `--json`: its place in the LV in sectors, the settings lvm recorded for it as
+    /// written (stripe_size, chunk_size, thin_pool, device_id, cache_mode…), and its areas, so a
+    /// script can find each piece without parsing the metadata text: a PV area with the device and
+    /// the sector the table reads it from (`null` for a missing PV), an LV area by name.
+    func segmentReport(_ segment: LVMConfig) -> JSONValue {
+        func extents(_ key: String) -> UInt64 { UInt64(max(0, segment[key]?.integer ?? 0)) &* extentSize }
+        var report: [(String, JSONValue)] = [("type", .string(segment["type"]?.string ?? "?")),
+                                             ("start", .unsigned(extents("start_extent"))), ("length", .unsigned(extents("extent_count")))]
+        var areas: [JSONValue] = []
+        guard case .section(let items) = segment else { return .object(report) }
+        for (key, value) in items where !["type", "start_extent", "extent_count"].contains(key) {
+            switch (key, value) {
+            case ("stripes", .array(let list)), ("mirrors", .array(let list)):
+                for k in stride(from: 0, to: list.count - 1, by: 2) {
+                    guard let name = list[k].string, let extent = list[k + 1].integer else { continue }
+                    let at = UInt64(max(0, extent)) &* extentSize
+                    if let (pv, peStart) = pvByKey[name] {
+                        areas.append(.object([("pv", .string(name)), ("device", .string(pv.volume.name)),
+                                              ("extent", .number(extent)), ("sector", .unsigned(peStart &+ at))]))
+                    } else if missingKeys.contains(name) {
+                        areas.append(.object([("pv", .string(name)), ("device", .null), ("extent", .number(extent))]))
+                    } else {
+                        areas.append(.object([("lv", .string(name)), ("extent", .number(extent))]))
+                    }
+                }
+            case ("raids", .array(let list)):
+                areas += list.compactMap(\.string).map { .object([("lv", .string($0))]) }
+            default:
+                report.append((key, Self.json(value)))
+            }
+        }
+        if !areas.isEmpty { report.append(("areas", .array(areas))) }
+        return .object(report)
+    }
+
+    static func json(_ value: LVMConfig) -> JSONValue {
+        switch value {
+        case .string(let s), .float(let s): .string(s)
+        case .integer(let n): .number(n)
+        case .array(let items): .array(items.map(json))
+        case .section(let items): .object(items.map { ($0.0, json($0.1)) })
+        }
+    }
+
     /// `extents` × the extent size in sectors, refused past the kernel's device size limit.
     func sectors(_ extents: Int64?) throws -> UInt64 {
         let (product, overflow) = UInt64(max(0, extents ?? 0)).multipliedReportingOverflow(by: extentSize)
@@ -181,11 +225,7 @@ struct LVActivation {
             let isSnapshotRecord = segments(lv).contains { $0["type"]?.string == "snapshot" }
             let shown = (status.contains("VISIBLE") && !isSnapshotRecord) || cowOf[name] != nil
             var report: [(String, JSONValue)] = [("name", .string(name)), ("id", .string(lv["id"]?.string ?? "")), ("visible", .bool(shown))]
-            report.append(("segments", .array(segments(lv).map { segment in
-                .object([("type", .string(segment["type"]?.string ?? "?")),
-                         ("start", .unsigned(UInt64(max(0, segment["start_extent"]?.integer ?? 0)) &* extentSize)),
-                         ("length", .unsigned(UInt64(max(0, segment["extent_count"]?.integer ?? 0)) &* extentSize))])
-            })))
+            report.append(("segments", .array(segments(lv).map(segmentReport))))
             if shown {
                 do {
                     let device = try self.device(name)
