@@ -224,6 +224,38 @@ import Glibc
     }
 }
 
+/// The kernel's `dmsetup table` of LVM fixture set `set`, its device numbers named through the guest's
+/// `dmsetup info` (dm devices) and disks.txt (the images).
+func kernelLVMTable(_ set: String) -> [String] {
+    var names: [String: String] = [:]
+    for line in kernelResult(set, "lvm-dmsetup-info.txt").split(separator: "\n").dropFirst() {
+        let f = line.split(separator: " ")
+        names["\(f[1]):\(f[2])"] = String(f[0])
+    }
+    let disks = (try? String(contentsOf: probeFixturesURL.appendingPathComponent("\(set)/disks.txt"), encoding: .utf8)) ?? ""
+    for line in disks.split(separator: "\n") {
+        let f = line.split(separator: " ")
+        names[String(f[0])] = String(f[1])
+    }
+    return kernelResult(set, "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
+        line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
+    }
+}
+
+/// Probes fixture set `set` after giving `pv`'s metadata area `edit`ed text with the next seqno, so
+/// that copy is the one used.
+func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirectory, _ edit: (String) -> String) throws -> ProbeResult {
+    let images = try unpackProbeFixtures(set, into: dir)
+    let pvs = LVMProbeTests()
+    let text = String(decoding: pvs.currentText(images[pv]!), as: UTF8.self)
+    let seqno = try #require(text.components(separatedBy: "seqno = ").dropFirst().first?.prefix { $0.isNumber }.description)
+    let bumped = text.replacingOccurrences(of: "seqno = \(seqno)\n", with: "seqno = \(Int(seqno)! + 1)\n")
+    let newer = edit(bumped)
+    #expect(newer != bumped, "the edit found nothing to change")
+    pvs.relocate(images[pv]!, text: Array(newer.utf8), to: 512)
+    return try probe(images.values.sorted())
+}
+
 // raid1, mirror, thin-pool + thin and snapshot LVs made by the real lvm (Fixtures/probe/lvm-types):
 // probe's tables, sub-LVs and layers included, are the kernel's `dmsetup table` line for line (its
 // device numbers read through dmsetup info and disks.txt). Their targets are not composed here.
@@ -233,19 +265,7 @@ import Glibc
         let images = try unpackProbeFixtures("lvm-types", into: dir)
         let result = try probe(images.values.sorted())
         #expect(result.problems.isEmpty, "\(result.problems)")
-        var names: [String: String] = [:]
-        for line in kernelResult("lvm-types", "lvm-dmsetup-info.txt").split(separator: "\n").dropFirst() {
-            let f = line.split(separator: " ")
-            names["\(f[1]):\(f[2])"] = String(f[0])
-        }
-        let disks = (try? String(contentsOf: probeFixturesURL.appendingPathComponent("lvm-types/disks.txt"), encoding: .utf8)) ?? ""
-        for line in disks.split(separator: "\n") {
-            let f = line.split(separator: " ")
-            names[String(f[0])] = String(f[1])
-        }
-        let kernel = kernelResult("lvm-types", "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
-            line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
-        }
+        let kernel = kernelLVMTable("lvm-types")
         #expect(dumpLines(result, dir).sorted() == kernel.sorted())
         #expect(kernel.count == 17)
         // Lower devices first, so the dump loads in order.
@@ -264,19 +284,7 @@ import Glibc
         let dir = TemporaryDirectory()
         let images = try unpackProbeFixtures("lvm-raid", into: dir)
         let result = try probe(images.values.sorted())
-        var names: [String: String] = [:]
-        for line in kernelResult("lvm-raid", "lvm-dmsetup-info.txt").split(separator: "\n").dropFirst() {
-            let f = line.split(separator: " ")
-            names["\(f[1]):\(f[2])"] = String(f[0])
-        }
-        let disks = (try? String(contentsOf: probeFixturesURL.appendingPathComponent("lvm-raid/disks.txt"), encoding: .utf8)) ?? ""
-        for line in disks.split(separator: "\n") {
-            let f = line.split(separator: " ")
-            names[String(f[0])] = String(f[1])
-        }
-        let kernel = kernelResult("lvm-raid", "lvm-dmsetup-table.txt").split(separator: "\n").map { line in
-            line.split(separator: " ").map { names[String($0)] ?? String($0) }.joined(separator: " ")
-        }
+        let kernel = kernelLVMTable("lvm-raid")
         #expect(dumpLines(result, dir).sorted() == kernel.sorted())
         #expect(kernel.count == 44)
         #expect(result.problems.isEmpty, "\(result.problems)")
@@ -287,25 +295,11 @@ import Glibc
         }
     }
 
-    /// Probes the lvm-raid set after giving ra's metadata area `edit`ed text with the next seqno, so
-    /// that copy is the one used.
-    func probeWithNewerMetadata(in dir: TemporaryDirectory, _ edit: (String) -> String) throws -> ProbeResult {
-        let images = try unpackProbeFixtures("lvm-raid", into: dir)
-        let pvs = LVMProbeTests()
-        let text = String(decoding: pvs.currentText(images["ra"]!), as: UTF8.self)
-        let seqno = try #require(text.components(separatedBy: "seqno = ").dropFirst().first?.prefix { $0.isNumber }.description)
-        let bumped = text.replacingOccurrences(of: "seqno = \(seqno)\n", with: "seqno = \(Int(seqno)! + 1)\n")
-        let newer = edit(bumped)
-        #expect(newer != bumped, "the edit found nothing to change")
-        pvs.relocate(images["ra"]!, text: Array(newer.utf8), to: 512)
-        return try probe(images.values.sorted())
-    }
-
     /// The cache line follows the pool's metadata: format 1 gives `1 <mode>`, the mode is the pool's
     /// cache_mode, and policy_settings become key/value pairs (as libdevmapper writes them).
     @Test func theCacheLineFollowsThePoolsFormatModeAndPolicySettings() throws {
         let dir = TemporaryDirectory()
-        let result = try probeWithNewerMetadata(in: dir) {
+        let result = try probeWithNewerMetadata("lvm-raid", on: "ra", in: dir) {
             $0.replacingOccurrences(of: "metadata_format = 2\n", with: "metadata_format = 1\n")
                 .replacingOccurrences(of: "cache_mode = \"writeback\"\n", with: "cache_mode = \"passthrough\"\n")
                 .replacingOccurrences(of: "policy = \"smq\"\n", with: "policy = \"smq\"\npolicy_settings {\nmigration_threshold = 4096\n}\n")
@@ -316,15 +310,85 @@ import Glibc
         #expect(lines.contains("vgr-wb: 0 4096 cache vgr-wbpool_cpool_cmeta vgr-wbpool_cpool_cdata vgr-wb_corig 128 1 passthrough smq 2 migration_threshold 4096"), "\(lines)")
     }
 
-    /// lvm's other cache, over a cache volume (`lvconvert --cachevol`: the pool LV is a plain LV, its
-    /// cdata and cmeta layers carved out of it), is said not to be mapped, not guessed at.
-    @Test func aCacheOverACacheVolumeIsReportedAsNotMapped() throws {
-        let result = try probeWithNewerMetadata(in: TemporaryDirectory()) {
+    /// A cache whose pool is a plain LV but whose segment has no metadata_start (what marks a cachevol
+    /// cache for lvm) is said not to be mapped, not guessed at.
+    @Test func aCacheOverAPlainLVWithoutMetadataStartIsNotMapped() throws {
+        let result = try probeWithNewerMetadata("lvm-raid", on: "ra", in: TemporaryDirectory()) {
             $0.replacingOccurrences(of: "type = \"cache-pool+METADATA_FORMAT\"\ndata = \"wtpool", with: "type = \"striped\"\ndata = \"wtpool")
         }
-        #expect(result.notes.contains("LV vgr/wt: a cache over wtpool_cpool, which is not a cache pool (a cachevol): not mapped"), "\(result.notes)")
+        #expect(result.notes.contains("LV vgr/wt: a cache over wtpool_cpool, which is neither a cache pool nor a cachevol (the segment has no metadata_start): not mapped"), "\(result.notes)")
         #expect(!result.devices.contains { $0.name == "vgr-wt" })
         #expect(result.devices.contains { $0.name == "vgr-wb" })
+    }
+}
+
+// Cache LVs over a cachevol (`lvconvert --type cache --cachevol`, no cache pool) made by the real lvm
+// (Fixtures/probe/lvm-cachevol, lvm-cachevol-fixtures.sh): wt in writethrough, wb in writeback with 4
+// dirty blocks that only its cachevol holds. probe's lines are the kernel's `dmsetup table`, and the LVs
+// and their sub-devices compose to the digests the guest read.
+@Suite struct LVMCacheVolumeProbeTests {
+    @Test func cachevolCacheLVsBecomeTheKernelsTablesAndComposeToItsBytes() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm-cachevol", into: dir)
+        let result = try probe(images.values.sorted())
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.notes.isEmpty, "\(result.notes)")
+        let kernel = kernelLVMTable("lvm-cachevol")
+        #expect(dumpLines(result, dir).sorted() == kernel.sorted())
+        #expect(kernel.count == 10)
+        #expect(kernel.contains("vgc-wb: 0 16384 cache vgc-wbfast_cvol-cmeta vgc-wbfast_cvol-cdata vgc-wb_corig 128 2 metadata2 writeback mq 0"))
+        for device in ["wt", "wt_corig", "wtfast_cvol-cdata", "wb", "wb_corig", "wbfast_cvol-cdata"] {
+            #expect(try composedDigest(result.dump, top: "vgc-\(device)") == kernelResult("lvm-cachevol", "vgc_\(device).sha256"), "\(device)")
+        }
+        // The dirty blocks are only on the cachevol: without them the origin reads otherwise.
+        #expect(kernelResult("lvm-cachevol", "vgc_wb.sha256") != kernelResult("lvm-cachevol", "vgc_wb_corig.sha256"))
+        // Lower devices first: the cachevol before its areas, the areas before the cache.
+        let order = result.devices.map(\.name)
+        for (lower, upper) in [("vgc-wtfast_cvol", "vgc-wtfast_cvol-cmeta"), ("vgc-wtfast_cvol-cdata", "vgc-wt"), ("vgc-wt_corig", "vgc-wt")] {
+            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
+        }
+    }
+
+    /// Areas the cachevol cannot hold, or that lvm 2.03.16 would place elsewhere, leave the LV unmapped
+    /// with the reason; the other cache LV is still mapped.
+    @Test func cachevolAreasPastTheCachevolAreReportedAndNotMapped() throws {
+        let good = "metadata_start = 0\nmetadata_len = 4096\ndata_start = 4096\ndata_len = 4096\n"
+        for (areas, message) in [
+            ("metadata_start = 0\nmetadata_len = 4096\ndata_start = 4096\ndata_len = 8192\n",
+             "the cachevol's data area (4096+8192) runs past the end of wtfast_cvol (8192 sectors)"),
+            ("metadata_start = 9223372036854775807\nmetadata_len = 4096\ndata_start = 4096\ndata_len = 4096\n",
+             "a cachevol cache whose metadata_start is missing or out of range"),
+            ("metadata_start = 8000\nmetadata_len = 4096\ndata_start = 4096\ndata_len = 4096\n",
+             "the cachevol's metadata area (8000+4096) runs past the end of wtfast_cvol (8192 sectors)"),
+            ("metadata_start = 0\nmetadata_len = 0\ndata_start = 4096\ndata_len = 4096\n",
+             "a cachevol cache with empty or overlapping metadata and data areas"),
+            ("metadata_start = 0\nmetadata_len = 2048\ndata_start = 4096\ndata_len = 4096\n",
+             "a cachevol cache with metadata_start 0 and data_start 4096, where lvm 2.03.16 maps its areas at 0 and metadata_len"),
+        ] {
+            let result = try probeWithNewerMetadata("lvm-cachevol", on: "ca", in: TemporaryDirectory()) {
+                // Only wt's segment: its areas are the first in the text.
+                guard let range = $0.range(of: good) else { return $0 }
+                return $0.replacingCharacters(in: range, with: areas)
+            }
+            #expect(result.notes.filter { $0.hasPrefix("LV ") } == ["LV vgc/wt: \(message): not mapped"], "\(areas)")
+            #expect(result.problems.isEmpty, "\(result.problems)")
+            let names = result.devices.map(\.name)
+            #expect(!names.contains { $0.hasPrefix("vgc-wt") }, "\(names)")
+            #expect(names.contains("vgc-wb"))
+        }
+    }
+
+    /// A cachevol cache's settings are its own segment's; lvm 2.03.16 names no policy for it (`mq`)
+    /// and so passes every setting, migration_threshold first and at least 8 chunks.
+    @Test func cachevolPolicySettingsPassThroughAsLibdevmapperWritesThem() throws {
+        let dir = TemporaryDirectory()
+        let result = try probeWithNewerMetadata("lvm-cachevol", on: "ca", in: dir) {
+            $0.replacingOccurrences(of: "cache_mode = \"writethrough\"\npolicy = \"smq\"\n",
+                                    with: "cache_mode = \"passthrough\"\npolicy = \"smq\"\npolicy_settings {\nrandom_threshold = 4\nmigration_threshold = 100\n}\n")
+        }
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(dumpLines(result, dir).contains(
+            "vgc-wt: 0 16384 cache vgc-wtfast_cvol-cmeta vgc-wtfast_cvol-cdata vgc-wt_corig 128 2 metadata2 passthrough mq 4 migration_threshold 1024 random_threshold 4"))
     }
 }
 

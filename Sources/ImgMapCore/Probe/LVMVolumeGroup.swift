@@ -116,7 +116,8 @@ public func lvmDeviceName(vg: String, lv: String) -> String {
 /// origin, `-cow` under a snapshot, `-tpool` under a thin pool's visible linear device).
 /// Segment types: striped (`linear`/`striped`), raid* (`raid`, dm-raid syntax with rmeta/rimage
 /// pairs), mirror (`mirror core|disk … handle_errors`), thin-pool, thin, snapshot (`snapshot-origin`,
-/// `snapshot … P <chunk>`), cache (`cache` over the pool's `_cdata`/`_cmeta` and the `_corig` origin).
+/// `snapshot … P <chunk>`), cache (`cache` over the pool's `_cdata`/`_cmeta`, or a cachevol's `-cdata`/`-cmeta`,
+/// and the `_corig` origin).
 struct LVActivation {
     let prober: Prober
     let vgName: String
@@ -355,7 +356,7 @@ struct LVActivation {
             guard let pool = segment["thin_pool"]?.string else { throw Failure(message: "a thin segment without thin_pool") }
             let tpool = try device(pool, layer: "tpool")
             return (ProbeLine(start: start, length: length, target: "thin", arguments: [tpool, String(segment["device_id"]?.integer ?? 0)]), nil)
-        case "cache":
+        case "cache", "cache+CACHE_USES_CACHEVOL":
             return (try cacheLine(segment, start: start, length: length), nil)
         case let raid where raid.hasPrefix("raid"):
             let names = segment["raids"]?.strings ?? []
@@ -385,15 +386,19 @@ struct LVActivation {
     /// `cache <_cmeta> <_cdata> <_corig> <chunk> 2 metadata2 <mode>` (`1 <mode>` for format 1), then
     /// the policy and its settings as key/value pairs. What the kernel prints back is these arguments
     /// verbatim. The cache pool's settings are the ones used: the cache LV's segment only names the
-    /// pool and the origin.
+    /// pool and the origin. A segment with `metadata_start` caches over a cachevol instead, as lvm
+    /// itself tells the two apart.
     mutating func cacheLine(_ segment: LVMConfig, start: UInt64, length: UInt64) throws -> ProbeLine {
         guard let poolName = segment["cache_pool"]?.string, let origin = segment["origin"]?.string else {
             throw Failure(message: "a cache segment without cache_pool or origin")
         }
         guard let poolLV = byName[poolName] else { throw Failure(message: "LV \(poolName) is named but not defined") }
+        if segment["metadata_start"] != nil {
+            return try cacheVolumeLine(segment, cachevol: poolName, origin: origin, start: start, length: length)
+        }
         // The type carries lvm's flags after a `+` (`cache-pool+METADATA_FORMAT`).
         guard let pool = segments(poolLV).first, pool["type"]?.string?.split(separator: "+").first == "cache-pool" else {
-            throw Failure(message: "a cache over \(poolName), which is not a cache pool (a cachevol)")
+            throw Failure(message: "a cache over \(poolName), which is neither a cache pool nor a cachevol (the segment has no metadata_start)")
         }
         guard let data = pool["data"]?.string, let meta = pool["metadata"]?.string else {
             throw Failure(message: "a cache-pool segment without data or metadata")
@@ -401,16 +406,90 @@ struct LVActivation {
         let metaDevice = try device(meta), dataDevice = try device(data), originDevice = try device(origin)
         let mode = pool["cache_mode"]?.string ?? "writethrough"
         guard ["writethrough", "writeback", "passthrough"].contains(mode) else { throw Failure(message: "cache_mode \(mode)") }
-        var args = [metaDevice, dataDevice, originDevice, String(pool["chunk_size"]?.integer ?? 128)]
+        let chunk = try cacheChunk(pool["chunk_size"]?.integer)
+        var args = [metaDevice, dataDevice, originDevice, String(chunk)]
         args += pool["metadata_format"]?.integer == 2 ? ["2", "metadata2", mode] : ["1", mode]
         // lvm writes the policy into the metadata when it converts; smq is its default for older text.
-        args.append(pool["policy"]?.string ?? "smq")
-        var settings: [[String]] = []
-        if case .section(let items) = pool["policy_settings"] {
-            settings = items.compactMap { key, value in value.integer.map { [key, String($0)] } }
-        }
-        args.append(String(2 * settings.count))
-        args += settings.flatMap { $0 }
+        let policy = pool["policy"]?.string ?? "smq"
+        args += cachePolicyArguments(policy, pool["policy_settings"], chunk: chunk, acceptedBy: policy)
         return ProbeLine(start: start, length: length, target: "cache", arguments: args)
+    }
+
+    /// A cache over a cachevol (`lvconvert --cachevol`) as lvm 2.03.16 activates it: the cachevol LV
+    /// `<pool>_cvol` as it is, `<pool>_cvol-cmeta` linear over its first `metadata_len` sectors and
+    /// `<pool>_cvol-cdata` over the `data_len` after them (`_add_new_lv_to_dtree`). Mode, chunk, format
+    /// and settings are the cache LV segment's own.
+    mutating func cacheVolumeLine(_ segment: LVMConfig, cachevol: String, origin: String, start: UInt64, length: UInt64) throws -> ProbeLine {
+        func number(_ key: String) throws -> UInt64 {
+            guard let n = segment[key]?.integer, n >= 0, UInt64(n) <= maxDeviceSectors else {
+                throw Failure(message: "a cachevol cache whose \(key) is missing or out of range")
+            }
+            return UInt64(n)
+        }
+        let metaStart = try number("metadata_start"), metaLength = try number("metadata_len")
+        let dataStart = try number("data_start"), dataLength = try number("data_len")
+        let cvolSize = try size(cachevol)
+        for (what, areaStart, areaLength) in [("metadata", metaStart, metaLength), ("data", dataStart, dataLength)] where areaStart + areaLength > cvolSize {
+            throw Failure(message: "the cachevol's \(what) area (\(areaStart)+\(areaLength)) runs past the end of \(cachevol) (\(cvolSize) sectors)")
+        }
+        // lvm refuses these itself ("has invalid ranges").
+        guard metaLength > 0, dataLength > 0, metaStart != dataStart else {
+            throw Failure(message: "a cachevol cache with empty or overlapping metadata and data areas")
+        }
+        // 2.03.16 maps cmeta at 0 and cdata right after it whatever the starts say (later lvm reads the
+        // starts): the two agree for what lvm writes, and where they do not the bytes are not guessed.
+        guard metaStart == 0, dataStart == metaLength else {
+            throw Failure(message: "a cachevol cache with metadata_start \(metaStart) and data_start \(dataStart), where lvm 2.03.16 maps its areas at 0 and metadata_len")
+        }
+        guard segment["metadata_format"]?.integer == 2 else { throw Failure(message: "a cachevol cache whose metadata_format is not 2") }
+        let mode = segment["cache_mode"]?.string ?? "writethrough"
+        guard ["writethrough", "writeback", "passthrough"].contains(mode) else { throw Failure(message: "cache_mode \(mode)") }
+        let base = try device(cachevol)
+        let metaDevice = cacheVolumeArea(base, "cmeta", at: 0, length: metaLength)
+        let dataDevice = cacheVolumeArea(base, "cdata", at: metaLength, length: dataLength)
+        let originDevice = try device(origin)
+        let chunk = try cacheChunk(segment["chunk_size"]?.integer)
+        // 2.03.16 takes the policy name from the cachevol's own (striped) segment, which has none, so
+        // it loads `mq` (the kernel's alias of smq) and passes every setting through unfiltered.
+        let args = [metaDevice, dataDevice, originDevice, String(chunk), "2", "metadata2", mode]
+            + cachePolicyArguments("mq", segment["policy_settings"], chunk: chunk, acceptedBy: nil)
+        return ProbeLine(start: start, length: length, target: "cache", arguments: args)
+    }
+
+    /// The linear device `<base>-<layer>` over `length` sectors of the cachevol device `base` from `offset`.
+    mutating func cacheVolumeArea(_ base: String, _ layer: String, at offset: UInt64, length: UInt64) -> String {
+        let key = "\(base)-\(layer)"
+        if let done = built[key] { return done }
+        let name = prober.claim(key)
+        prober.addDevice(name, [ProbeLine(start: 0, length: length, target: "linear", arguments: [base, String(offset)])])
+        built[key] = name
+        return name
+    }
+
+    /// The cache's block size in sectors (128 when unset), in the range libdevmapper loads.
+    func cacheChunk(_ value: Int64?) throws -> Int64 {
+        let chunk = value ?? 128
+        guard (64...2_097_152).contains(chunk) else { throw Failure(message: "a cache chunk_size of \(chunk) sectors, outside 64 to 2097152") }
+        return chunk
+    }
+
+    /// The policy and its settings as libdevmapper passes them: `migration_threshold` first, raised to
+    /// 8 chunks and left out at 2048 (the kernel's default), then the other integer settings. lvm drops,
+    /// with a warning, what the named policy (`acceptedBy`) does not take.
+    func cachePolicyArguments(_ policy: String, _ settings: LVMConfig?, chunk: Int64, acceptedBy known: String?) -> [String] {
+        let accepted = ["mq": ["migration_threshold", "sequential_threshold", "random_threshold", "read_promote_adjustment",
+                               "write_promote_adjustment", "discard_promote_adjustment"],
+                        "smq": ["migration_threshold"]][known?.lowercased() ?? ""]
+        var threshold: Int64 = 2048
+        var pairs: [String] = []
+        if case .section(let items) = settings {
+            for (key, value) in items where accepted?.contains(key) ?? true {
+                guard let n = value.integer else { continue }
+                if key == "migration_threshold" { threshold = n } else { pairs += [key, String(n)] }
+            }
+        }
+        threshold = max(threshold, 8 * chunk)
+        if threshold != 2048 { pairs = ["migration_threshold", String(threshold)] + pairs }
+        return [policy, String(pairs.count)] + pairs
     }
 }
