@@ -310,6 +310,15 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
         #expect(lines.contains("vgr-wb: 0 4096 cache vgr-wbpool_cpool_cmeta vgr-wbpool_cpool_cdata vgr-wb_corig 128 1 passthrough smq 2 migration_threshold 4096"), "\(lines)")
     }
 
+    /// A cache pool whose metadata names no policy (older lvm text) is loaded with mq, lvm's
+    /// CACHE_POLICY_WHEN_MISSING.
+    @Test func aCachePoolWithoutAPolicyIsLoadedWithMQ() throws {
+        let dir = TemporaryDirectory()
+        let result = try probeWithNewerMetadata("lvm-raid", on: "ra", in: dir) { $0.replacingOccurrences(of: "policy = \"smq\"\n", with: "") }
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(dumpLines(result, dir).contains("vgr-wt: 0 4096 cache vgr-wtpool_cpool_cmeta vgr-wtpool_cpool_cdata vgr-wt_corig 128 2 metadata2 writethrough mq 0"))
+    }
+
     /// A cache whose pool is a plain LV but whose segment has no metadata_start (what marks a cachevol
     /// cache for lvm) is said not to be mapped, not guessed at.
     @Test func aCacheOverAPlainLVWithoutMetadataStartIsNotMapped() throws {

@@ -409,8 +409,9 @@ struct LVActivation {
         let chunk = try cacheChunk(pool["chunk_size"]?.integer)
         var args = [metaDevice, dataDevice, originDevice, String(chunk)]
         args += pool["metadata_format"]?.integer == 2 ? ["2", "metadata2", mode] : ["1", mode]
-        // lvm writes the policy into the metadata when it converts; smq is its default for older text.
-        let policy = pool["policy"]?.string ?? "smq"
+        // lvm writes the policy into the metadata when it converts; for older text without one it
+        // loads mq (`_fix_missing_defaults`, CACHE_POLICY_WHEN_MISSING), which the kernel runs as smq.
+        let policy = pool["policy"]?.string ?? "mq"
         args += cachePolicyArguments(policy, pool["policy_settings"], chunk: chunk, acceptedBy: policy)
         return ProbeLine(start: start, length: length, target: "cache", arguments: args)
     }
