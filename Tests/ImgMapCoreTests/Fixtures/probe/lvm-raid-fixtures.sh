@@ -3,7 +3,8 @@
 # (1 MiB extents), for issue 16's remaining LVM items. Each raid LV is waited for until in sync; a
 # cache pool in writethrough and one in writeback are attached to two linear LVs. The pattern goes
 # at the start and 256 KiB before the end of each LV; `dmsetup table`/`status` and each LV's sha256
-# are kept (for writeback, the dirty blocks live only on the cache PV: the digest is the cached view).
+# are kept. The writeback cache promoted nothing before the images were taken (its status: 0/16 blocks
+# cached, none dirty), so its digest is the origin's; lvm-cachevol-fixtures.sh is the one with dirty blocks.
 set -e
 . "$INPUTS/lib.sh"
 . "$INPUTS/lvm-lib.sh"
