@@ -274,6 +274,20 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
             #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
         }
     }
+
+    /// A segment type probe has no table for (writecache here) leaves that LV out with the reason,
+    /// in the notes and in `--json`; the VG's other LVs are still mapped.
+    @Test func anLVOfASegmentTypeProbeDoesNotMapIsLeftOutWithTheReason() throws {
+        let dir = TemporaryDirectory()
+        let result = try probeWithNewerMetadata("lvm-types", on: "tpa", in: dir) {
+            $0.replacingOccurrences(of: "type = \"thin\"\n", with: "type = \"writecache\"\n")
+        }
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.notes.filter { $0.hasPrefix("LV ") } == ["LV vgt/thin: probe has no table for segment type writecache: not mapped"], "\(result.notes)")
+        #expect(!result.devices.contains { $0.name == "vgt-thin" })
+        #expect(result.devices.contains { $0.name == "vgt-pool" })
+        #expect(result.report.text().contains("\"mapped\":false,\"reason\":\"probe has no table for segment type writecache\""))
+    }
 }
 
 // raid4/5/6/10 LVs and cache LVs (writethrough, writeback) made by the real lvm (Fixtures/probe/lvm-raid,

@@ -378,7 +378,7 @@ struct LVActivation {
             }
             return (ProbeLine(start: start, length: length, target: "raid", arguments: args), first)
         default:
-            throw Failure(message: "segment type \(type) is not mapped by probe")
+            throw Failure(message: "probe has no table for segment type \(type)")
         }
     }
 
