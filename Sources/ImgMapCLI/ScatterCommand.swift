@@ -115,8 +115,9 @@ struct ScatterCommand: ParsableCommand {
             try createSparseImage(path, size: size)
         }
         if !planned.isEmpty {
-            // Load again with the new images open, so the writes go through real descriptors.
-            loaded = try tables.load()
+            // Load again with the new images open, so the writes go through real descriptors; the
+            // LUKS volumes unlocked by the load before are not unlocked again.
+            loaded = try tables.load(unlocked: loaded.volumeKeys)
             scatter = Scatter(map: SectorMap(top: loaded.top), options: options)
         }
 

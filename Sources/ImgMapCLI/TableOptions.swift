@@ -9,8 +9,8 @@ struct TableOptions: ParsableArguments {
     @OptionGroup var devices: DeviceOptions
 
     /// Loads and checks the tables; images are opened unless `strictness` says otherwise.
-    func load(_ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
-        try devices.load(table: table, strictness)
+    func load(_ strictness: TableLoader.Strictness = .openAll, unlocked: [String: SecretBytes] = [:]) throws -> TableLoader.Loaded {
+        try devices.load(table: table, strictness, unlocked: unlocked)
     }
 }
 
@@ -99,9 +99,10 @@ struct DeviceOptions: ParsableArguments {
         return bindings
     }
 
-    func load(table: String, _ strictness: TableLoader.Strictness = .openAll) throws -> TableLoader.Loaded {
+    func load(table: String, _ strictness: TableLoader.Strictness = .openAll, unlocked: [String: SecretBytes] = [:]) throws -> TableLoader.Loaded {
         var loader = TableLoader(bindings: try bindings(table: table), strictness: strictness)
         loader.targets += CLITargets.extra
+        loader.unlockedVolumeKeys = unlocked
         return try loader.load()
     }
 }

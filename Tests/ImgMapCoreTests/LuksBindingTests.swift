@@ -129,6 +129,45 @@ struct LuksBindingTests {
         #expect(!FileManager.default.fileExists(atPath: folder.file("out")))
     }
 
+    /// `scatter --create` sizes the members it must make in a lenient pass that does not run the KDF
+    /// (the key is not read there), then unlocks once: the right secret writes and creates, a wrong
+    /// one exits 77 before anything is created.
+    @Test func scatterCreateUnlocksOnceAndCreatesNothingWithAWrongSecret() throws {
+        let folder = TemporaryDirectory()
+        guard let (image, pass) = try Self.format(folder, "disk.img", ["--type", "luks2"] + Self.pbkdf2) else { return }
+        let wrong = folder.write("wrong", "hunter2\n")
+        let table = folder.write("lv.table", "0 8 linear root 0\n8 8 linear \(folder.file("new.img")) 0\n")
+        var lenient = Bindings(tables: [.init(name: nil, path: table)])
+        lenient.luks = [(device: "root", image: image)]
+        lenient.luksSecrets = [(device: nil, path: wrong, keyFile: false)]
+        let sized = try TableLoader(bindings: lenient, strictness: .lenient).load()
+        #expect(Array(sized.requiredSizesOfUnopenedImages().values) == [Sector(8)])
+        #expect(throws: LUKSVolume.Failure.self) { try TableLoader(bindings: lenient, strictness: .planned(sized.requiredSizesOfUnopenedImages())).load() }
+
+        let data = Self.payload(16 * 512, seed: 5)
+        let input = folder.file("payload")
+        try data.write(to: URL(fileURLWithPath: input))
+        let refused = try imgmap(["scatter", table, input, "--create", "--luks", "root=\(image)", "--passphrase-file", wrong], in: folder)
+        #expect(refused.status == 77, "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder.file("new.img")))
+
+        let write = try imgmap(["scatter", table, input, "--create", "--luks", "root=\(image)", "--key-file", pass], in: folder)
+        #expect(write.status == 0, "\(write.stderr)")
+        let out = folder.file("out.img")
+        let read = try imgmap(["compose", table, "-o", out, "--luks", "root=\(image)", "--key-file", pass], in: folder)
+        #expect(read.status == 0, "\(read.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == data)
+
+        // The load after creating reuses the volume key: given it, even a wrong secret loads.
+        var right = lenient
+        right.luksSecrets = [(device: nil, path: pass, keyFile: true)]
+        let unlocked = try TableLoader(bindings: right).load().volumeKeys
+        #expect(unlocked["root"]?.count == 64)
+        var reuse = TableLoader(bindings: lenient)
+        reuse.unlockedVolumeKeys = unlocked
+        #expect(Data(try readAll(SectorMap(top: try reuse.load().top))) == data)
+    }
+
     @Test func bindingMistakesAreUsageErrors() throws {
         let folder = TemporaryDirectory()
         guard let (image, pass) = try Self.format(folder, "disk.img", ["--type", "luks1"] + Self.pbkdf2) else { return }

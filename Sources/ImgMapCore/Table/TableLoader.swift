@@ -32,6 +32,9 @@ public struct TableLoader {
     public var readTable: (String) throws -> [UInt8]
     /// The target types tables may use: imgmap's own, plus any a library user adds.
     public var targets: [any Target.Type] = TargetRegistry.all
+    /// Volume keys of `--luks` devices that an earlier load of the same bindings unlocked
+    /// (`Loaded.volumeKeys`), used instead of running the KDF again; the header is still read and checked.
+    public var unlockedVolumeKeys: [String: SecretBytes] = [:]
 
     /// A loader of `bindings`' tables; add target types to `targets` before `load`.
     public init(bindings: Bindings, strictness: Strictness = .openAll) {
@@ -50,6 +53,9 @@ public struct TableLoader {
         public let leaves: [LeafFile]
         /// Tokens that named images not opened (`check` without `--dev`, planned images).
         public let unopened: [String]
+        /// The volume key of each `--luks` device unlocked, by device name (none in a lenient load,
+        /// which does not unlock), for a later load of the same bindings (`TableLoader.unlockedVolumeKeys`).
+        public let volumeKeys: [String: SecretBytes]
 
         /// For images that could not be opened: the size in sectors the tables need of each (the end
         /// of the furthest device area on it), by path. A compress target's image is not one: it cannot
@@ -94,7 +100,7 @@ public struct TableLoader {
                              hint: "choose a device that has a table with --top NAME", exitStatus: .dataError)
         }
         return Loaded(top: top, devices: state.built, leaves: state.leaves, unopened: state.unopened,
-                      tablePaths: bindings.tables.map(\.path).filter { $0 != "-" })
+                      volumeKeys: state.volumeKeys, tablePaths: bindings.tables.map(\.path).filter { $0 != "-" })
     }
 
     final class State {
@@ -104,6 +110,7 @@ public struct TableLoader {
         /// The table file each device came from (index into `bindings.tables`).
         var fileOfDevice: [String: Int] = [:]
         var built: [String: MappedDevice] = [:]
+        var volumeKeys: [String: SecretBytes] = [:]
         var leavesByPath: [String: LeafFile] = [:]
         /// BGZF images by path, read as their uncompressed content.
         var compressedByPath: [String: LeafFile] = [:]
@@ -233,7 +240,10 @@ public struct TableLoader {
         }
 
         /// Reads the header of `name`'s image, checks it against the line the tables gave for the device
-        /// (if any), and unlocks the volume: the real crypt table and its key.
+        /// (if any), and unlocks the volume: the real crypt table and its key. A lenient load only sizes
+        /// the images `scatter --create` will make, so it keys the line with zeros instead of running the
+        /// KDF (a second or more, and 1 GiB of memory for some argon2 slots) for a key nobody reads; the
+        /// load that follows unlocks, and refuses a wrong secret, before anything is created.
         func openLUKS(_ name: String) throws -> (text: TableText, key: SecretBytes) {
             guard let device = luksDevices[name] else { preconditionFailure("\(name) is not a --luks device") }
             let option = luksOption(name)
@@ -252,6 +262,8 @@ public struct TableLoader {
                 preconditionFailure("the LUKS table line did not parse: \(volume.cipher)")
             }
             if let replaced = device.replaced { try checkReplaced(replaced, by: header, option: option) }
+            if case .lenient = loader.strictness { return (text, SecretBytes(count: volume.keyBytes)) }
+            if let key = loader.unlockedVolumeKeys[name] { return (text, key) }
             let bindings = loader.bindings
             guard let secret = bindings.luksSecrets.last(where: { $0.device == name }) ?? bindings.luksSecrets.last(where: { $0.device == nil }) else {
                 preconditionFailure("--luks \(name) without a secret passed the checks")
@@ -477,6 +489,7 @@ public struct TableLoader {
                 let opened = try openLUKS(name)
                 texts[name] = opened.text
                 luksKey = opened.key
+                if case .lenient = loader.strictness {} else { volumeKeys[name] = opened.key }
             }
             guard let text = texts[name] else { preconditionFailure("build of unknown table \(name)") }
 
