@@ -12,10 +12,14 @@ struct ProbeCommand: ParsableCommand {
             `<vg>-<lv>` with dashes doubled. Its disks are the image paths as given, so the dump is a \
             table every command takes. Images are opened read-only and only their metadata is read. \
             RAID1 arrays map as `linear` over their first in-sync member, RAID0 as `striped`, \
-            RAID4/5/6/10 as `raid` (dm-raid syntax over `<md>_rimage_N` devices, `-` for a missing member). Stale members (older \
-            event count) and faulty ones are left out and reported. Problems (corrupt superblocks, \
-            loops, duplicate PV UUIDs, missing PVs) go to stderr and make the exit status 65; what is \
-            sound is still printed.
+            RAID4/5/6 as `raid` (dm-raid syntax over `<md>_rimage_N` devices, `-` for a missing \
+            member); RAID6 in md's own layouts (mdadm's default among them) and RAID10, which dm-raid \
+            cannot present for an md array, as imgmap's own `mdraid` line. Stale members (older event \
+            count) and faulty ones are left out and reported. LVs are the lines lvm 2.03 loads: \
+            linear, striped, mirror, raid, thin pools and thin LVs, snapshots, caches over a cache pool \
+            or a cachevol; an LV of another segment type (writecache, vdo) is reported as not mapped. \
+            Problems (corrupt superblocks, loops, duplicate PV UUIDs, missing PVs) go to stderr and \
+            make the exit status 65; what is sound is still printed.
 
             LUKS headers are reported; with --passphrase-file or --key-file each LUKS volume found (on \
             an image, a partition, an LV) that the secret opens becomes the crypt line `imgmap luks` \
