@@ -45,10 +45,14 @@ done
 "$oracle" --timeout 300 -q --guest-script "$here/lvm-cachevol-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/lvm-lib.sh" \
     --guest-file pattern.bin="$work/pattern.bin" --blank ca=16M --blank cb=16M --blank cc=16M --blank cd=16M \
     --out-dir "$work/lvm-cachevol"
+# lvm-thin: a thin pool with error_when_full, a thin LV, a thin and a COW snapshot of it, and a thin
+# snapshot of a read-only LV (an external origin).
+"$oracle" --timeout 300 -q --guest-script "$here/lvm-thin-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh --guest-file "$here/lvm-lib.sh" \
+    --guest-file pattern.bin="$work/pattern.bin" --blank ha=16M --blank hb=16M --out-dir "$work/lvm-thin"
 # md-part: a GPT on an md RAID5, written by the guest's sfdisk (the host's, passed with --tools).
 "$oracle" --timeout 600 -q --tools mdadm,lvm2,sfdisk --guest-script "$here/md-part-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
     --guest-file pattern.bin="$work/pattern.bin" --blank mpa=8M --blank mpb=8M --blank mpc=8M --out-dir "$work/md-part"
-for set in md md-parity md-raid10 md-raid6 lvm nas lvm-types lvm-raid lvm-cachevol md-part; do
+for set in md md-parity md-raid10 md-raid6 lvm nas lvm-types lvm-raid lvm-cachevol lvm-thin md-part; do
     mkdir -p "$here/$set"
     for img in "$work/$set"/*.img; do gzip -9n < "$img" > "$here/$set/$(basename "$img").gz"; done
     rm -rf "$here/$set/results"; cp -r "$work/$set/results" "$here/$set/results"
