@@ -242,6 +242,27 @@ func kernelLVMTable(_ set: String) -> [String] {
     }
 }
 
+/// Probes fixture set `set` whole and checks what every such fixture must give: no problems, no notes,
+/// and the kernel's `dmsetup table` (`lines` lines) line for line.
+func probeAsTheKernelLoadedIt(_ set: String, lines: Int, in dir: TemporaryDirectory) throws -> ProbeResult {
+    let images = try unpackProbeFixtures(set, into: dir)
+    let result = try probe(images.values.sorted())
+    #expect(result.problems.isEmpty, "\(result.problems)")
+    #expect(result.notes.isEmpty, "\(result.notes)")
+    let kernel = kernelLVMTable(set)
+    #expect(dumpLines(result, dir).sorted() == kernel.sorted())
+    #expect(kernel.count == lines)
+    return result
+}
+
+/// Checks that LV `lv` (`vg/lv`) alone was left out, said in the notes and in `--json` with `reason`,
+/// and that nothing was a problem.
+func expectNotMapped(_ result: ProbeResult, _ lv: String, because reason: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(result.problems.isEmpty, "\(result.problems)", sourceLocation: sourceLocation)
+    #expect(result.notes.filter { $0.hasPrefix("LV ") } == ["LV \(lv): \(reason): not mapped"], "\(result.notes)", sourceLocation: sourceLocation)
+    #expect(result.report.text().contains("\"mapped\":false,\"reason\":\"\(reason)\""), sourceLocation: sourceLocation)
+}
+
 /// Probes fixture set `set` after giving `pv`'s metadata area `edit`ed text with the next seqno, so
 /// that copy is the one used.
 func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirectory, _ edit: (String) -> String) throws -> ProbeResult {
@@ -282,11 +303,9 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
         let result = try probeWithNewerMetadata("lvm-types", on: "tpa", in: dir) {
             $0.replacingOccurrences(of: "type = \"thin\"\n", with: "type = \"writecache\"\n")
         }
-        #expect(result.problems.isEmpty, "\(result.problems)")
-        #expect(result.notes.filter { $0.hasPrefix("LV ") } == ["LV vgt/thin: probe has no table for segment type writecache: not mapped"], "\(result.notes)")
+        expectNotMapped(result, "vgt/thin", because: "probe has no table for segment type writecache")
         #expect(!result.devices.contains { $0.name == "vgt-thin" })
         #expect(result.devices.contains { $0.name == "vgt-pool" })
-        #expect(result.report.text().contains("\"mapped\":false,\"reason\":\"probe has no table for segment type writecache\""))
     }
 }
 
@@ -295,14 +314,8 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
 // and composing each LV gives the digest the guest read from /dev/vgr/LV.
 @Suite struct LVMRaidProbeTests {
     @Test func raid4To10AndCacheLVsBecomeTheKernelsTablesAndComposeToItsBytes() throws {
-        let dir = TemporaryDirectory()
-        let images = try unpackProbeFixtures("lvm-raid", into: dir)
-        let result = try probe(images.values.sorted())
-        let kernel = kernelLVMTable("lvm-raid")
-        #expect(dumpLines(result, dir).sorted() == kernel.sorted())
-        #expect(kernel.count == 44)
-        #expect(result.problems.isEmpty, "\(result.problems)")
-        #expect(result.notes.isEmpty, "\(result.notes)")
+        let dir = TemporaryDirectory()  // kept while the dump names its images
+        let result = try probeAsTheKernelLoadedIt("lvm-raid", lines: 44, in: dir)
         // wb's cache holds no block (its recorded status: 0/16 cached), so this checks its line and its
         // reads through the cache target; the cachevol suite below is the one with dirty blocks.
         for lv in ["r4", "r5", "r6", "r10", "wt", "wb"] {
@@ -352,15 +365,9 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
 // and their sub-devices compose to the digests the guest read.
 @Suite struct LVMCacheVolumeProbeTests {
     @Test func cachevolCacheLVsBecomeTheKernelsTablesAndComposeToItsBytes() throws {
-        let dir = TemporaryDirectory()
-        let images = try unpackProbeFixtures("lvm-cachevol", into: dir)
-        let result = try probe(images.values.sorted())
-        #expect(result.problems.isEmpty, "\(result.problems)")
-        #expect(result.notes.isEmpty, "\(result.notes)")
-        let kernel = kernelLVMTable("lvm-cachevol")
-        #expect(dumpLines(result, dir).sorted() == kernel.sorted())
-        #expect(kernel.count == 10)
-        #expect(kernel.contains("vgc-wb: 0 16384 cache vgc-wbfast_cvol-cmeta vgc-wbfast_cvol-cdata vgc-wb_corig 128 2 metadata2 writeback mq 0"))
+        let dir = TemporaryDirectory()  // kept while the dump names its images
+        let result = try probeAsTheKernelLoadedIt("lvm-cachevol", lines: 10, in: dir)
+        #expect(kernelLVMTable("lvm-cachevol").contains("vgc-wb: 0 16384 cache vgc-wbfast_cvol-cmeta vgc-wbfast_cvol-cdata vgc-wb_corig 128 2 metadata2 writeback mq 0"))
         for device in ["wt", "wt_corig", "wtfast_cvol-cdata", "wb", "wb_corig", "wbfast_cvol-cdata"] {
             #expect(try composedDigest(result.dump, top: "vgc-\(device)") == kernelResult("lvm-cachevol", "vgc_\(device).sha256"), "\(device)")
         }
@@ -413,6 +420,60 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
         #expect(result.problems.isEmpty, "\(result.problems)")
         #expect(dumpLines(result, dir).contains(
             "vgc-wt: 0 16384 cache vgc-wtfast_cvol-cmeta vgc-wtfast_cvol-cdata vgc-wt_corig 128 2 metadata2 passthrough mq 4 migration_threshold 1024 random_threshold 4"))
+    }
+}
+
+// Thin LVs as the real lvm makes them (Fixtures/probe/lvm-thin, lvm-thin-fixtures.sh): a pool created
+// with --errorwhenfull y, a thin LV, a thin snapshot (tsnap) and a COW snapshot (csnap) of it, and a thin
+// snapshot (ext) of the read-only LV ro, its external origin; each written after the snapshot. probe's
+// lines are the kernel's `dmsetup table`, and every LV composes to the digest the guest read.
+@Suite struct LVMThinProbeTests {
+    @Test func thinSnapshotsAndExternalOriginsBecomeTheKernelsTablesAndComposeToItsBytes() throws {
+        let dir = TemporaryDirectory()  // kept while the dump names its images
+        let result = try probeAsTheKernelLoadedIt("lvm-thin", lines: 12, in: dir)
+        let kernel = kernelLVMTable("lvm-thin")
+        #expect(kernel.contains("vgh-pool-tpool: 0 16384 thin-pool vgh-pool_tmeta vgh-pool_tdata 128 0 1 error_if_no_space"))
+        #expect(kernel.contains("vgh-ext: 0 8192 thin vgh-pool-tpool 3 vgh-ro-real"))
+        for lv in ["thin", "tsnap", "csnap", "ext", "ro"] {
+            #expect(try composedDigest(result.dump, top: "vgh-\(lv)") == kernelResult("lvm-thin", "vgh_\(lv).sha256"), "\(lv)")
+        }
+        // Each snapshot was written after it was taken: none reads as its origin.
+        for (snapshot, origin) in [("tsnap", "thin"), ("csnap", "thin"), ("ext", "ro")] {
+            #expect(kernelResult("lvm-thin", "vgh_\(snapshot).sha256") != kernelResult("lvm-thin", "vgh_\(origin).sha256"), "\(snapshot)")
+        }
+        let order = result.devices.map(\.name)
+        for (lower, upper) in [("vgh-ro-real", "vgh-ext"), ("vgh-ro-real", "vgh-ro"), ("vgh-thin-real", "vgh-csnap"), ("vgh-pool-tpool", "vgh-tsnap")] {
+            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
+        }
+    }
+
+    /// The pool's features follow lvm's reading of the text: no zero_new_blocks skips zeroing, no
+    /// discards ignores them; they are printed in pool_status's order, error_if_no_space last.
+    @Test func thinPoolFeaturesFollowLvmsDefaultsInTheKernelsOrder() throws {
+        for (settings, features) in [("", "3 skip_block_zeroing ignore_discard error_if_no_space"),
+                                     ("discards = \"nopassdown\"\nzero_new_blocks = 0\n", "3 skip_block_zeroing no_discard_passdown error_if_no_space"),
+                                     ("discards = \"ignore\"\nzero_new_blocks = 1\n", "2 ignore_discard error_if_no_space")] {
+            let dir = TemporaryDirectory()
+            let result = try probeWithNewerMetadata("lvm-thin", on: "ha", in: dir) {
+                $0.replacingOccurrences(of: "discards = \"passdown\"\nzero_new_blocks = 1\n", with: settings)
+            }
+            #expect(result.problems.isEmpty, "\(result.problems)")
+            #expect(dumpLines(result, dir).contains("vgh-pool-tpool: 0 16384 thin-pool vgh-pool_tmeta vgh-pool_tdata 128 0 \(features)"), "\(settings)")
+        }
+    }
+
+    /// A thin LV whose external origin is not defined is left out with the reason; the VG's other
+    /// LVs are mapped, and ro, no longer anyone's external origin, loses its -real layer.
+    @Test func anExternalOriginThatIsNotDefinedLeavesItsThinLVOut() throws {
+        let dir = TemporaryDirectory()
+        let result = try probeWithNewerMetadata("lvm-thin", on: "ha", in: dir) {
+            $0.replacingOccurrences(of: "external_origin = \"ro\"\n", with: "external_origin = \"gone\"\n")
+        }
+        expectNotMapped(result, "vgh/ext", because: "the thin segment's external origin gone is not defined")
+        let names = result.devices.map(\.name)
+        #expect(!names.contains("vgh-ext") && !names.contains("vgh-ro-real"), "\(names)")
+        #expect(dumpLines(result, dir).contains("vgh-ro: 0 8192 linear hb.img 6144"))
+        #expect(names.contains("vgh-tsnap") && names.contains("vgh-csnap"))
     }
 }
 

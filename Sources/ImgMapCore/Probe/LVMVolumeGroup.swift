@@ -113,10 +113,11 @@ public func lvmDeviceName(vg: String, lv: String) -> String {
 /// The tables of one VG's LVs as lvm 2.03 activates them. Every LV that a visible LV needs becomes a
 /// device of its own, lower ones first, named as lvm names them: `<vg>-<lv>` (dashes doubled), sub-LVs
 /// by their own names (`r1_rimage_0`, `pool_tmeta`), layers with a suffix (`-real` under a snapshot
-/// origin, `-cow` under a snapshot, `-tpool` under a thin pool's visible linear device).
+/// origin and under a thin LV's external origin, which thin LVs read, `-cow` under a snapshot, `-tpool`
+/// under a thin pool's visible linear device).
 /// Segment types: striped (`linear`/`striped`), raid* (`raid`, dm-raid syntax with rmeta/rimage
-/// pairs), mirror (`mirror core|disk … handle_errors`), thin-pool, thin, snapshot (`snapshot-origin`,
-/// `snapshot … P <chunk>`), cache (`cache` over the pool's `_cdata`/`_cmeta`, or a cachevol's `-cdata`/`-cmeta`,
+/// pairs), mirror (`mirror core|disk … handle_errors`), thin-pool, thin (with its external origin),
+/// snapshot (`snapshot-origin`, `snapshot … P <chunk>`), cache (`cache` over the pool's `_cdata`/`_cmeta`, or a cachevol's `-cdata`/`-cmeta`,
 /// and the `_corig` origin).
 struct LVActivation {
     let prober: Prober
@@ -132,6 +133,8 @@ struct LVActivation {
     /// Snapshot relations from the `snapshotN` LVs: origin → its snapshots, cow LV → (origin, chunk).
     var snapshotsOf: [String: [String]] = [:]
     var cowOf: [String: (origin: String, chunk: Int64)] = [:]
+    /// LVs that thin LVs name as their external origin: each is a linear layer over its `-real`.
+    var externalOrigins: Set<String> = []
     /// PVs of a partially activated VG that are not there: their areas become `error` segments.
     var missingKeys: Set<String> = []
 
@@ -143,6 +146,9 @@ struct LVActivation {
         self.lvs = lvs
         for (name, lv) in lvs {
             if byName[name] == nil { byName[name] = lv }
+            for (_, segment) in lv.sections where segment["type"]?.string == "thin" {
+                if let origin = segment["external_origin"]?.string { externalOrigins.insert(origin) }
+            }
             for (_, segment) in lv.sections where segment["type"]?.string == "snapshot" {
                 if let origin = segment["origin"]?.string, let cow = segment["cow_store"]?.string {
                     snapshotsOf[origin, default: []].append(cow)
@@ -263,6 +269,11 @@ struct LVActivation {
             let real = try device(name, layer: "real")
             lines = [ProbeLine(start: 0, length: try size(name), target: "snapshot-origin", arguments: [real])]
             volume = readable[key + "-real"]
+        } else if layer == nil, externalOrigins.contains(name) {
+            // lvm's layer target over `-real`, the layer the thin LVs read as their external origin.
+            let real = try device(name, layer: "real")
+            lines = [ProbeLine(start: 0, length: try size(name), target: "linear", arguments: [real, "0"])]
+            volume = readable[key + "-real"]
         } else if layer == nil, let (origin, chunk) = cowOf[name] {
             let real = try device(origin, layer: "real")
             let cow = try device(name, layer: "cow")
@@ -274,13 +285,17 @@ struct LVActivation {
             let segment = segments(lv)[0]
             guard let meta = segment["metadata"]?.string, let data = segment["pool"]?.string else { throw Failure(message: "a thin-pool segment without metadata or pool") }
             let metaDevice = try device(meta), dataDevice = try device(data)
+            // In the order pool_status prints them. As lvm reads the text (_thin_pool_text_import), a
+            // segment without zero_new_blocks skips zeroing and one without discards ignores them;
+            // error_when_full is the pool LV's ERROR_WHEN_FULL flag. lvm 2.03.16 never loads read_only.
             var features: [String] = []
-            if segment["zero_new_blocks"]?.integer == 0 { features.append("skip_block_zeroing") }
-            switch segment["discards"]?.string {
+            if (segment["zero_new_blocks"]?.integer ?? 0) == 0 { features.append("skip_block_zeroing") }
+            switch segment["discards"]?.string ?? "ignore" {
             case "ignore": features.append("ignore_discard")
             case "nopassdown": features.append("no_discard_passdown")
             default: break
             }
+            if lv["flags"]?.strings.contains("ERROR_WHEN_FULL") == true { features.append("error_if_no_space") }
             lines = [ProbeLine(start: 0, length: try size(name), target: "thin-pool",
                                arguments: [metaDevice, dataDevice, String(segment["chunk_size"]?.integer ?? 128), "0", String(features.count)] + features)]
         } else {
@@ -355,7 +370,13 @@ struct LVActivation {
         case "thin":
             guard let pool = segment["thin_pool"]?.string else { throw Failure(message: "a thin segment without thin_pool") }
             let tpool = try device(pool, layer: "tpool")
-            return (ProbeLine(start: start, length: length, target: "thin", arguments: [tpool, String(segment["device_id"]?.integer ?? 0)]), nil)
+            var args = [tpool, String(segment["device_id"]?.integer ?? 0)]
+            if let origin = segment["external_origin"]?.string {
+                // thin.c loads the origin's lv_layer, `real` for every external origin.
+                guard byName[origin] != nil else { throw Failure(message: "the thin segment's external origin \(origin) is not defined") }
+                args.append(try device(origin, layer: "real"))
+            }
+            return (ProbeLine(start: start, length: length, target: "thin", arguments: args), nil)
         case "cache", "cache+CACHE_USES_CACHEVOL":
             return (try cacheLine(segment, start: start, length: length), nil)
         case let raid where raid.hasPrefix("raid"):
