@@ -17,7 +17,8 @@ struct ProbeCommand: ParsableCommand {
             cannot present for an md array, as imgmap's own `mdraid` line. Stale members (older event \
             count) and faulty ones are left out and reported. LVs are the lines lvm 2.03 loads: \
             linear, striped, mirror, raid, thin pools and thin LVs (thin snapshots, external origins), \
-            snapshots (of thin LVs too), caches over a cache pool or a cachevol; an LV of another segment type (writecache, vdo) is reported as not mapped. \
+            snapshots (of thin LVs too), caches over a cache pool or a cachevol; an LV of another \
+            segment type (writecache, vdo) is reported as not mapped. \
             Problems (corrupt superblocks, loops, duplicate PV UUIDs, missing PVs) go to stderr and \
             make the exit status 65; what is sound is still printed.
 
