@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CSupport
+import Synchronization
 
 /// An open file or block device read and written by absolute offset. The only place that calls
 /// pread/pwrite: it retries on EINTR and short transfers, and turns errno into `IOFailure` with the path.
@@ -16,6 +17,10 @@ public final class ImageFile: @unchecked Sendable {
     public let writable: Bool
     /// Set by `close()`; the descriptor is closed on deinit otherwise.
     private var closed = false
+    /// Bytes pread so far, by any thread (probe reports what the engine read of its images).
+    private let readCount = Atomic<UInt64>(0)
+    /// Bytes read by ``read(into:at:)`` and ``readExactly(into:at:)`` since the file was opened.
+    public var bytesRead: UInt64 { readCount.load(ordering: .relaxed) }
 
     /// Opens `path` for reading (or reading and writing). A path that cannot be opened is `noInput` (66).
     /// With `nonBlocking` the open itself cannot hang (on a FIFO with no writer, say): for device images,
@@ -98,6 +103,7 @@ public final class ImageFile: @unchecked Sendable {
                 throw IOFailure(path: path, operation: "pread at offset \(offset + UInt64(done))", errno: errno)
             }
         }
+        readCount.add(UInt64(done), ordering: .relaxed)
         return done
     }
 

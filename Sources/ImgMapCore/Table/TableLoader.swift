@@ -30,6 +30,10 @@ public struct TableLoader {
     public let strictness: Strictness
     /// Reads a table file's bytes (`-` is stdin); replaceable for tests.
     public var readTable: (String) throws -> [UInt8]
+    /// Opens an image a table names, read-only; replaceable (probe keeps the files it reads through).
+    public var openImage: (String) throws(IOFailure) -> ImageFile = { path throws(IOFailure) in
+        try ImageFile(openForReading: path, nonBlocking: true)
+    }
     /// The target types tables may use: imgmap's own, plus any a library user adds.
     public var targets: [any Target.Type] = TargetRegistry.all
     /// Volume keys of `--luks` devices that an earlier load of the same bindings unlocked
@@ -696,7 +700,7 @@ public struct TableLoader {
             if let leaf = leavesByPath[path] { return .leaf(leaf) }
             let image: ImageFile
             do {
-                image = try ImageFile(openForReading: path, nonBlocking: true)
+                image = try loader.openImage(path)
             } catch {
                 let placeholder = ImageFile(descriptor: -1, path: path, writable: false, owned: false)
                 switch loader.strictness {
