@@ -238,7 +238,16 @@ struct LVActivation {
                     let device = try self.device(name)
                     report.append(("device", .string(device)))
                     report.append(("size", .unsigned(try size(cowOf[name]?.origin ?? name))))
-                    if let volume = readable[name] { prober.worklist.append(volume) }
+                    if let volume = readable[name] {
+                        prober.worklist.append(volume)
+                    } else if !segments(lv).contains(where: { $0["type"]?.string == "thin-pool" }) {
+                        // A pool's own device reads its data device raw: what is inside is its thin LVs'.
+                        let depth = pvByKey.values.map(\.0.volume.depth).max() ?? 0
+                        if let reason = prober.readThrough(device, lv: "\(vgName)/\(name)", below: depth) {
+                            report.append(("read_through", false))
+                            report.append(("read_through_reason", .string(reason)))
+                        }
+                    }
                 } catch let failure as Failure {
                     prober.notes.append("LV \(vgName)/\(name): \(failure.message): not mapped")
                     report.append(("mapped", false))

@@ -53,6 +53,9 @@ public final class Prober {
     var volumeGroupsDone: Set<String> = []
     var mdReports: [JSONValue] = []
     var vgReports: [JSONValue] = []
+    /// Crypt lines with the volume key, by device, where the dump's own show zeros: what the engine
+    /// loads to read through an LV above an opened LUKS volume. Never printed.
+    var keyedLines: [String: [ProbeLine]] = [:]
 
     /// A probe of `images` (paths); nothing is opened until ``run()``.
     public init(images: [String], options: Options = Options()) {
@@ -158,6 +161,11 @@ public final class Prober {
                 entry.append(("partition_table", mapPartitions(table, of: volume)))
                 return .object(entry)
             }
+        } catch let failure as MappedReadError {
+            // An LV read through the engine whose metadata sectors lie on an error extent (an area on
+            // a PV missing from a partial activation): the kernel's read fails there too.
+            notes.append("\(volume.name): sectors \(failure.range.start)+\(failure.range.length) (\(failure.origin.description)) read as errors, as the kernel's read does: not looked into")
+            entry.append(("unreadable", .string("sectors \(failure.range.start)+\(failure.range.length): Input/output error")))
         } catch let problem as ProbeProblem {
             problems.append(problem.description)
             entry.append(("problem", .string(problem.message)))
@@ -185,6 +193,11 @@ public final class Prober {
             let transform = try CryptTransform(spec: luks.cipher, key: key, ivOffset: luks.ivTweak, unitSectors: luks.sectorSize / 512)
             let name = claim("luks-\(header.uuid)")
             addDevice(name, [ProbeLine(start: start, length: length, target: words[2], arguments: Array(words[3...]))])
+            if !options.showKeys {
+                let keyed = try luks.tableLine(device: volume.name, deviceSectors: volume.size / 512, key: key, showKey: true)
+                let keyedWords = keyed.split(separator: " ").map(String.init)
+                keyedLines[name] = [ProbeLine(start: start, length: length, target: keyedWords[2], arguments: Array(keyedWords[3...]))]
+            }
             worklist.append(ProbeVolume(name: name, size: length * 512, layout: .decrypted(volume, offset: luks.offset, transform), counter: counter))
             return [("opened", true), ("device", .string(name))]
         } catch let failure as TargetError {

@@ -21,6 +21,10 @@ public final class ProbeVolume: @unchecked Sendable {
         /// An opened LUKS volume's plaintext: the volume below from `offset`, decrypted by the crypt
         /// target's own transform (the cipher, key, IV offset and crypto unit of its crypt line).
         case decrypted(ProbeVolume, offset: UInt64, CryptTransform)
+        /// A device of probe's own dump loaded by the engine (TableLoader) and read through its sector
+        /// map with the targets' own logic: a thin, cache, snapshot, raid or mirror LV. `depth` is the
+        /// deepest volume below it.
+        case mapped(MapReader, depth: Int)
     }
 
     /// How tables refer to the volume: the image path as given, or the dump's device name.
@@ -48,6 +52,7 @@ public final class ProbeVolume: @unchecked Sendable {
         case .concat(let pieces): depth = (pieces.map { $0.0.depth }.max() ?? 0) + 1
         case .striped(let members, _): depth = (members.map { $0.0.depth }.max() ?? 0) + 1
         case .parity(_, let members), .near(_, _, let members): depth = (members.compactMap { $0?.0.depth }.max() ?? 0) + 1
+        case .mapped(_, let below): depth = below + 1
         }
     }
 
@@ -73,7 +78,9 @@ public final class ProbeVolume: @unchecked Sendable {
         switch layout {
         case .image(let file):
             let n = try file.read(into: buffer, at: offset)
-            counter.bytes += UInt64(n)
+            counter.own += UInt64(n)
+        case .mapped(let reader, _):
+            try readMapped(buffer, at: offset, reader)
         case .slice(let parent, let base):
             try parent.fillChecked(buffer, at: base + offset)
         case .concat(let pieces):
@@ -152,6 +159,18 @@ public final class ProbeVolume: @unchecked Sendable {
         buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: units[skip..<skip + buffer.count]))
     }
 
+    /// Bytes from `offset` of a device the engine loaded: the 512-byte sectors covering the range are
+    /// read through its sector map (an error extent fails the read, as the kernel's read would).
+    private func readMapped(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, _ reader: MapReader) throws {
+        let first = offset / 512 * 512
+        let end = (offset + UInt64(buffer.count) + 511) / 512 * 512
+        let sectors = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(end - first), alignment: 16)
+        defer { sectors.deallocate() }
+        try reader.read(into: sectors, at: Sector(first / 512))
+        let skip = Int(offset - first)
+        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: sectors[skip..<skip + buffer.count]))
+    }
+
     /// An md RAID4/5/6 array's bytes from `offset`, so probe can read the metadata of what the array
     /// holds without the raid target: a data chunk is read from its member (RaidGeometry says which,
     /// as md's raid5_compute_sector does) or, when that member is missing, rebuilt as the XOR of the
@@ -198,9 +217,17 @@ extension ProbeVolume: LUKSMedium {
     }
 }
 
-/// Counts the bytes `probe` reads from images (for the report and the benchmark).
+/// Counts the bytes `probe` reads from images (for the report and the benchmark): its own reads,
+/// and every pread of the images the engine opened to read LVs through their targets (table loads
+/// that failed included: their constructors may have read metadata before refusing it).
 final class ReadCounter: @unchecked Sendable {
-    var bytes: UInt64 = 0
+    /// Bytes probe's own layouts read from the images it opened.
+    var own: UInt64 = 0
+    /// The image files the engine opened for probe's reads through LVs, by path: opened once, shared
+    /// by every load.
+    var engineImages: [String: ImageFile] = [:]
+    /// All bytes read from images.
+    var bytes: UInt64 { engineImages.values.reduce(own) { $0 + $1.bytesRead } }
 }
 
 /// A problem found in the metadata: where (image, structure, byte or sector range) and what.
