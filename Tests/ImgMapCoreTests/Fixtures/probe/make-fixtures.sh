@@ -52,7 +52,11 @@ done
 # md-part: a GPT on an md RAID5, written by the guest's sfdisk (the host's, passed with --tools).
 "$oracle" --timeout 600 -q --tools mdadm,lvm2,sfdisk --guest-script "$here/md-part-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
     --guest-file pattern.bin="$work/pattern.bin" --blank mpa=8M --blank mpb=8M --blank mpc=8M --out-dir "$work/md-part"
-for set in md md-parity md-raid10 md-raid6 lvm nas lvm-types lvm-raid lvm-cachevol lvm-thin md-part; do
+# lvm-thin-inner: a GPT written by the guest's sfdisk on a thin LV (a Proxmox VM disk), its partition
+# the PV of a second VG.
+"$oracle" --timeout 300 -q --tools mdadm,lvm2,sfdisk --guest-script "$here/lvm-thin-inner-fixtures.sh" --guest-file /work/shared/oracle/demos/lib.sh \
+    --guest-file "$here/lvm-lib.sh" --guest-file pattern.bin="$work/pattern.bin" --blank ia=16M --blank ib=16M --out-dir "$work/lvm-thin-inner"
+for set in md md-parity md-raid10 md-raid6 lvm nas lvm-types lvm-raid lvm-cachevol lvm-thin md-part lvm-thin-inner; do
     mkdir -p "$here/$set"
     for img in "$work/$set"/*.img; do gzip -9n < "$img" > "$here/$set/$(basename "$img").gz"; done
     rm -rf "$here/$set/results"; cp -r "$work/$set/results" "$here/$set/results"
