@@ -18,7 +18,10 @@ struct ProbeCommand: ParsableCommand {
             count) and faulty ones are left out and reported. LVs are the lines lvm 2.03 loads: \
             linear, striped, mirror, raid, thin pools and thin LVs (thin snapshots, external origins), \
             snapshots (of thin LVs too), caches over a cache pool or a cachevol; an LV of another \
-            segment type (writecache, vdo) is reported as not mapped. \
+            segment type (writecache, vdo) is reported as not mapped. Every LV is read through \
+            imgmap's own targets (thin, cache, snapshot, raid, mirror as compose reads them), so \
+            partitions, VGs and LUKS inside are found too (`<dm name>p<N>`, kpartx's names); an LV \
+            whose table the targets refuse (corrupt pool metadata) is still printed, with a note. \
             Problems (corrupt superblocks, loops, duplicate PV UUIDs, missing PVs) go to stderr and \
             make the exit status 65; what is sound is still printed.
 
