@@ -65,15 +65,21 @@ struct LUKSProbeTests {
     /// crypt write path. Returns the container, the unencrypted fixture images and the passphrase file.
     func containerWithPVA(_ dir: TemporaryDirectory) throws -> (container: String, images: [String: String], pass: String) {
         let images = try unpackProbeFixtures("lvm", into: dir)
+        let (container, pass) = try Self.container(holding: images["pva"]!, in: dir)
+        return (container, images, pass)
+    }
+
+    /// That container (`crypt.img`, passphrase file `pw`) holding the 16 MiB image at `path`.
+    static func container(holding path: String, in dir: TemporaryDirectory) throws -> (container: String, pass: String) {
         let container = dir.sparseImage("crypt.img", sectors: 65536)
         let pass = dir.write("pw", "pw\n")
         let vk = dir.file("vk")
-        try Data(Self.volumeKey).write(to: URL(fileURLWithPath: vk))
-        #expect(try shell("printf pw | cryptsetup luksFormat --type luks2 -q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-size 512 --volume-key-file '\(vk)' --key-file - --uuid \(Self.uuid) '\(container)' >/dev/null 2>&1") == 0)
+        try Data(volumeKey).write(to: URL(fileURLWithPath: vk))
+        #expect(try shell("printf pw | cryptsetup luksFormat --type luks2 -q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-size 512 --volume-key-file '\(vk)' --key-file - --uuid \(uuid) '\(container)' >/dev/null 2>&1") == 0)
         let table = dir.write("plain.table", "0 32768 linear plain 0\n")
-        let write = try imgmap(["scatter", table, images["pva"]!, "--luks", "plain=\(container)", "--passphrase-file", pass], in: dir)
+        let write = try imgmap(["scatter", table, path, "--luks", "plain=\(container)", "--passphrase-file", pass], in: dir)
         #expect(write.status == 0, "\(write.stderr)")
-        return (container, images, pass)
+        return (container, pass)
     }
 
     func secret(_ text: String) -> SecretBytes { SecretBytes(copying: Array(text.utf8)) }

@@ -53,4 +53,22 @@ import Testing
     func order(of line: String, in result: ProbeResult) -> Int {
         result.devices.firstIndex { line.hasPrefix($0.name + ":") } ?? -1
     }
+
+    /// The thin pool's data PV inside a LUKS2 container, probe run without --show-keys: the dump's
+    /// crypt line shows zeros, but probe reads through the thin LV with the volume key it unlocked
+    /// (kept in memory, never printed), so the GPT and the inner VG are still found.
+    @Test(.disabled(if: !toolExists("cryptsetup"), "cryptsetup missing"))
+    func aThinLVOverAnOpenedLUKSVolumeIsReadThroughWithItsKey() throws {
+        let dir = TemporaryDirectory()
+        let images = try unpackProbeFixtures("lvm-thin-inner", into: dir)
+        let (container, _) = try LUKSProbeTests.container(holding: images["ia"]!, in: dir)
+        let result = try Prober(images: [container, images["ib"]!], options: .init(passphrase: SecretBytes(copying: Array("pw".utf8)))).run()
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.notes.isEmpty, "\(result.notes)")
+        let lines = dumpLines(result, dir)
+        #expect(lines.contains("pve-vm--100--disk--0p1: 0 12288 linear pve-vm--100--disk--0 2048"))
+        #expect(lines.contains("inner-root: 0 8192 linear pve-vm--100--disk--0p1 2048"))
+        #expect(!result.dump.contains(LUKSProbeTests.volumeKeyHex))
+        #expect(!result.report.text().contains(LUKSProbeTests.volumeKeyHex))
+    }
 }
