@@ -29,6 +29,22 @@ import Testing
         #expect(result.report.text().contains("\"bytes_read\":\(result.bytesRead)"))
     }
 
+    /// A thin snapshot of the VM disk holds the same PV (same UUID): probe does not read snapshots
+    /// through, so the inner VG is found once, from its origin, and `--json` says why the snapshot was not.
+    @Test func aSnapshotOfTheThinLVIsNotReadThroughSoTheInnerPVIsFoundOnce() throws {
+        let dir = TemporaryDirectory()
+        let snapshot = "snap-100 {\nid = \"AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA\"\nstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\nflags = []\nsegment_count = 1\n\nsegment1 {\nstart_extent = 0\nextent_count = 8\n\ntype = \"thin\"\nthin_pool = \"data\"\ntransaction_id = 0\ndevice_id = 1\norigin = \"vm-100-disk-0\"\n}\n}\n\n"
+        let result = try probeWithNewerMetadata("lvm-thin-inner", on: "ia", in: dir) {
+            $0.replacingOccurrences(of: "lvol0_pmspare {", with: snapshot + "lvol0_pmspare {")
+        }
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        let names = result.devices.map(\.name)
+        #expect(names.contains("pve-snap--100") && names.contains("inner-root"))
+        #expect(!names.contains("pve-snap--100p1"))
+        #expect(result.report.text().contains("\"read_through\":false,\"read_through_reason\":\"a snapshot: its contents repeat its origin's"))
+        #expect(try composedDigest(result.dump, top: "inner-root") == kernelResult("lvm-thin-inner", "inner_root.sha256"))
+    }
+
     /// A pool whose metadata the thin-pool target refuses: the thin LV's line is still printed, a note
     /// says why it was not read through, and nothing inside it is found.
     @Test func aThinLVOverCorruptPoolMetadataIsPrintedButNotReadThrough() throws {

@@ -240,6 +240,9 @@ struct LVActivation {
                     report.append(("size", .unsigned(try size(cowOf[name]?.origin ?? name))))
                     if let volume = readable[name] {
                         prober.worklist.append(volume)
+                    } else if isSnapshot(name, lv) {
+                        report.append(("read_through", false))
+                        report.append(("read_through_reason", .string(Self.snapshotNotReadThrough)))
                     } else if !segments(lv).contains(where: { $0["type"]?.string == "thin-pool" }) {
                         // A pool's own device reads its data device raw: what is inside is its thin LVs'.
                         let depth = pvByKey.values.map(\.0.volume.depth).max() ?? 0
@@ -259,6 +262,14 @@ struct LVActivation {
             reports.append(.object(report))
         }
         return reports
+    }
+
+    static let snapshotNotReadThrough = "a snapshot: its contents repeat its origin's, so a PV inside would be found twice (compose it and probe the image to look inside)"
+
+    /// A COW snapshot, or a thin snapshot of a thin LV or of an external origin: reading it through
+    /// would find its origin's PVs a second time, with the same UUIDs, and stop both VGs.
+    func isSnapshot(_ name: String, _ lv: LVMConfig) -> Bool {
+        cowOf[name] != nil || segments(lv).contains { $0["type"]?.string == "thin" && ($0["origin"] != nil || $0["external_origin"] != nil) }
     }
 
     /// The device of LV `name` (a layer when `layer` is given), built with everything under it.
