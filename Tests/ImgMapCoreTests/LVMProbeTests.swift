@@ -290,10 +290,7 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
         #expect(dumpLines(result, dir).sorted() == kernel.sorted())
         #expect(kernel.count == 17)
         // Lower devices first, so the dump loads in order.
-        let order = result.devices.map(\.name)
-        for (lower, upper) in [("vgt-r1_rimage_0", "vgt-r1"), ("vgt-pool-tpool", "vgt-thin"), ("vgt-base-real", "vgt-snap"), ("vgt-snap-cow", "vgt-snap")] {
-            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
-        }
+        expectLowerFirst(result, [("vgt-r1_rimage_0", "vgt-r1"), ("vgt-pool-tpool", "vgt-thin"), ("vgt-base-real", "vgt-snap"), ("vgt-snap-cow", "vgt-snap")])
     }
 
     /// A segment type probe has no table for (writecache here) leaves that LV out with the reason,
@@ -374,10 +371,7 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
         // The dirty blocks are only on the cachevol: without them the origin reads otherwise.
         #expect(kernelResult("lvm-cachevol", "vgc_wb.sha256") != kernelResult("lvm-cachevol", "vgc_wb_corig.sha256"))
         // Lower devices first: the cachevol before its areas, the areas before the cache.
-        let order = result.devices.map(\.name)
-        for (lower, upper) in [("vgc-wtfast_cvol", "vgc-wtfast_cvol-cmeta"), ("vgc-wtfast_cvol-cdata", "vgc-wt"), ("vgc-wt_corig", "vgc-wt")] {
-            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
-        }
+        expectLowerFirst(result, [("vgc-wtfast_cvol", "vgc-wtfast_cvol-cmeta"), ("vgc-wtfast_cvol-cdata", "vgc-wt"), ("vgc-wt_corig", "vgc-wt")])
     }
 
     /// Areas the cachevol cannot hold, or that lvm 2.03.16 would place elsewhere, leave the LV unmapped
@@ -441,10 +435,7 @@ func probeWithNewerMetadata(_ set: String, on pv: String, in dir: TemporaryDirec
         for (snapshot, origin) in [("tsnap", "thin"), ("csnap", "thin"), ("ext", "ro")] {
             #expect(kernelResult("lvm-thin", "vgh_\(snapshot).sha256") != kernelResult("lvm-thin", "vgh_\(origin).sha256"), "\(snapshot)")
         }
-        let order = result.devices.map(\.name)
-        for (lower, upper) in [("vgh-ro-real", "vgh-ext"), ("vgh-ro-real", "vgh-ro"), ("vgh-thin-real", "vgh-csnap"), ("vgh-pool-tpool", "vgh-tsnap")] {
-            #expect(order.firstIndex(of: lower)! < order.firstIndex(of: upper)!)
-        }
+        expectLowerFirst(result, [("vgh-ro-real", "vgh-ext"), ("vgh-ro-real", "vgh-ro"), ("vgh-thin-real", "vgh-csnap"), ("vgh-pool-tpool", "vgh-tsnap")])
     }
 
     /// The pool's features follow lvm's reading of the text: no zero_new_blocks skips zeroing, no

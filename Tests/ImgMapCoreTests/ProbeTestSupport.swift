@@ -76,3 +76,16 @@ func readRange(_ path: String, at offset: UInt64, count: Int) -> [UInt8] {
     let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
     return Array(out.prefix(max(0, n)))
 }
+
+/// Each `lower` device comes before its `upper` in the dump, so the dump loads in order; a device
+/// that is missing is an issue, not a crash.
+func expectLowerFirst(_ result: ProbeResult, _ pairs: [(String, String)], sourceLocation: SourceLocation = #_sourceLocation) {
+    let order = result.devices.map(\.name)
+    for (lower, upper) in pairs {
+        guard let low = order.firstIndex(of: lower), let high = order.firstIndex(of: upper) else {
+            Issue.record("\(lower) or \(upper) is not in the dump: \(order)", sourceLocation: sourceLocation)
+            continue
+        }
+        #expect(low < high, "\(lower) after \(upper)", sourceLocation: sourceLocation)
+    }
+}
